@@ -1,0 +1,31 @@
+//! Command-line interface: one module per subcommand.
+
+pub mod certs;
+pub mod run;
+
+use std::path::PathBuf;
+
+/// meshward: a security sidecar proxy for machine-learning inference services.
+#[derive(Debug, clap::Parser)]
+#[command(name = "meshward", version, about)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run the sidecar (inbound and/or outbound listeners, admin server).
+    Run {
+        /// YAML configuration file; every field can also be set by a MESHWARD_* variable.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Development-only PKI: create a CA, issue SPIFFE workload certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Run a complete local mesh with an embedded model server and traffic.
+    Demo(crate::demo::DemoArgs),
+}

@@ -1,0 +1,199 @@
+//! `meshward run`: bind every listener, then serve until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, IdentityFiles};
+use crate::http::forward::{AppClients, PeerClients};
+use crate::listen;
+use crate::metrics::{Metrics, ResultLabel};
+use crate::pipeline::Shared;
+use crate::tls::CertStore;
+
+/// A proxy whose listeners are bound (so their addresses are known) but not yet serving.
+pub struct Proxy {
+    config: Config,
+    shared: Arc<Shared>,
+    admin: Arc<AdminState>,
+    admin_listener: TcpListener,
+    inbound: Option<TcpListener>,
+    outbound: Vec<TcpListener>,
+}
+
+/// The bound addresses.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    /// Admin server.
+    pub admin: SocketAddr,
+    /// Inbound listener.
+    pub inbound: Option<SocketAddr>,
+    /// Outbound listeners, by name.
+    pub outbound: Vec<(String, SocketAddr)>,
+}
+
+impl Proxy {
+    /// Loads certificates (a failure is logged, not fatal: the proxy starts
+    /// not ready and refuses TLS until they load) and binds every listener.
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let store = Arc::new(CertStore::default());
+        if let Some(files) = &config.identity {
+            reload_once(&store, files, &metrics, true);
+        }
+        let shared = Arc::new(Shared {
+            limits: config.limits.clone(),
+            metrics: metrics.clone(),
+            store: store.clone(),
+            apps: AppClients::new(config.limits.connect_timeout),
+            peers: PeerClients::new(store.clone(), config.limits.connect_timeout),
+        });
+        let bind = |addr: SocketAddr, what: String| async move {
+            TcpListener::bind(addr).await.with_context(|| format!("cannot bind {what} on {addr}"))
+        };
+        let admin_listener = bind(config.admin_listen, "admin".into()).await?;
+        let inbound = match &config.inbound {
+            Some(i) => Some(bind(i.listen, "inbound".into()).await?),
+            None => None,
+        };
+        let mut outbound = Vec::new();
+        for o in &config.outbound {
+            outbound.push(bind(o.listen, format!("outbound listener '{}'", o.name)).await?);
+        }
+        let admin =
+            Arc::new(AdminState { metrics, store: config.identity.as_ref().map(|_| store), accepting: true.into() });
+        Ok(Self { config, shared, admin, admin_listener, inbound, outbound })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn addresses(&self) -> Addresses {
+        let addr = |l: &TcpListener| l.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Addresses {
+            admin: addr(&self.admin_listener),
+            inbound: self.inbound.as_ref().map(addr),
+            outbound: self.config.outbound.iter().zip(&self.outbound).map(|(o, l)| (o.name.clone(), addr(l))).collect(),
+        }
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests
+    /// finish for up to the grace period. Returns true if everything drained.
+    pub async fn serve(self, shutdown: CancellationToken) -> bool {
+        let tracker = TaskTracker::new();
+        let conn_shutdown = CancellationToken::new();
+        let admin_stop = CancellationToken::new();
+        tokio::spawn(admin::serve(self.admin_listener, self.admin.clone(), admin_stop.clone()));
+        if let Some(files) = self.config.identity.clone() {
+            let (store, metrics) = (self.shared.store.clone(), self.shared.metrics.clone());
+            let stop = conn_shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(files.reload_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => reload_once(&store, &files, &metrics, false),
+                    }
+                }
+            });
+        }
+        let mut loops = Vec::new();
+        if let (Some(l), Some(cfg)) = (self.inbound, self.config.inbound.clone()) {
+            tracing::info!(listen = %cfg.listen, transparent = cfg.transparent, mode = ?cfg.mode, "inbound listening");
+            loops.push(tokio::spawn(listen::inbound::run(
+                l,
+                Arc::new(cfg),
+                self.shared.clone(),
+                conn_shutdown.clone(),
+                tracker.clone(),
+            )));
+        }
+        for (l, cfg) in self.outbound.into_iter().zip(self.config.outbound.iter().cloned()) {
+            tracing::info!(name = %cfg.name, listen = %cfg.listen, target = ?cfg.target, "outbound listening");
+            loops.push(tokio::spawn(listen::outbound::run(
+                l,
+                Arc::new(cfg),
+                self.shared.clone(),
+                conn_shutdown.clone(),
+                tracker.clone(),
+            )));
+        }
+
+        shutdown.cancelled().await;
+        tracing::info!(grace_period = ?self.config.grace_period, "shutting down: no new connections, draining in-flight requests");
+        self.admin.accepting.store(false, Ordering::Relaxed);
+        conn_shutdown.cancel(); // accept loops stop, connections drain
+        for l in loops {
+            let _ = l.await;
+        }
+        tracker.close();
+        let drained = tokio::time::timeout(self.config.grace_period, tracker.wait()).await.is_ok();
+        if drained {
+            tracing::info!("all connections drained");
+        } else {
+            tracing::warn!(open = tracker.len(), "grace period over; closing remaining connections");
+        }
+        admin_stop.cancel();
+        drained
+    }
+}
+
+fn reload_once(store: &CertStore, files: &IdentityFiles, metrics: &Metrics, first: bool) {
+    match store.reload(files) {
+        Ok(true) => {
+            metrics.cert_reloads.get_or_create(&ResultLabel { result: "success" }).inc();
+            if let Some(l) = store.current() {
+                tracing::info!(identity = %l.identity, not_after = ?l.not_after, "workload certificate loaded");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => {
+            metrics.cert_reloads.get_or_create(&ResultLabel { result: "failure" }).inc();
+            if first || store.current().is_some() {
+                tracing::error!(error = %e, "cannot load workload certificate; {}", if store.current().is_some() {
+                    "keeping the previous one"
+                } else {
+                    "not ready and refusing TLS until it loads"
+                });
+            } else {
+                tracing::debug!(error = %e, "workload certificate still not loadable");
+            }
+        }
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `meshward run`: serve until a termination signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let proxy = Proxy::bind(config).await?;
+    let addrs = proxy.addresses();
+    tracing::info!(admin = %addrs.admin, inbound = ?addrs.inbound, outbound = ?addrs.outbound, "meshward started");
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        termination_signal().await;
+        trigger.cancel();
+    });
+    proxy.serve(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! Data-plane errors and the one place they become HTTP responses.
+//!
+//! Each error knows whether the client, the upstream or meshward caused it.
+//! The client gets a fixed short reason; the log gets the cause.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use super::body::{ProxyBody, ProxyBodyExt};
+
+/// Something that stops a request from being forwarded or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request's HTTP/1 framing is ambiguous (smuggling risk).
+    #[error("ambiguous request framing: {0}")]
+    Framing(&'static str),
+    /// The request is malformed in another way.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The request head (or trailers) exceeds `limits.max_header_bytes`.
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    /// The request body exceeds `limits.max_request_body_bytes`.
+    #[error("request body larger than limits.max_request_body_bytes")]
+    BodyTooLarge,
+    /// The client sent the body too slowly or stopped.
+    #[error("client did not send the request in time")]
+    ClientTimeout,
+    /// No upstream could be chosen (e.g. transparent without original destination).
+    #[error("no route: {0}")]
+    NoRoute(String),
+    /// Connecting to the upstream failed.
+    #[error("upstream connect to {addr} failed: {cause}")]
+    UpstreamConnect {
+        /// The upstream address.
+        addr: String,
+        /// The cause chain.
+        cause: String,
+    },
+    /// Connecting to the upstream took longer than `limits.connect_timeout`.
+    #[error("upstream connect to {0} timed out")]
+    UpstreamConnectTimeout(String),
+    /// The upstream did not answer within `limits.request_timeout`.
+    #[error("upstream did not respond in time")]
+    UpstreamTimeout,
+    /// The upstream's identity is not the expected one.
+    #[error("upstream identity {got} is not the expected {expected}")]
+    UpstreamIdentity {
+        /// What the peer presented.
+        got: String,
+        /// What the route expects.
+        expected: String,
+    },
+    /// The upstream broke the exchange after connecting.
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    /// meshward is not ready (no valid certificate) or over a limit.
+    #[error("unavailable: {0}")]
+    Unavailable(&'static str),
+}
+
+impl ProxyError {
+    /// Status code for this error: the only mapping in the code base.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Framing(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::NoRoute(_) | Self::UpstreamConnect { .. } | Self::UpstreamIdentity { .. } | Self::Upstream(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::UpstreamConnectTimeout(_) | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short stable reason: the response body, a metric label and a log field.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Framing(r) => r,
+            Self::BadRequest(r) => r,
+            Self::BodyTooLarge => "request body too large",
+            Self::HeadersTooLarge => "request headers too large",
+            Self::ClientTimeout => "request body timeout",
+            Self::NoRoute(_) => "no route to upstream",
+            Self::UpstreamConnect { .. } => "upstream connect failed",
+            Self::UpstreamConnectTimeout(_) => "upstream connect timeout",
+            Self::UpstreamTimeout => "upstream response timeout",
+            Self::UpstreamIdentity { .. } => "upstream identity mismatch",
+            Self::Upstream(_) => "upstream reset",
+            Self::Unavailable(r) => r,
+        }
+    }
+
+    /// Who caused it, for logs: client, upstream or proxy.
+    pub fn origin(&self) -> &'static str {
+        match self {
+            Self::Framing(_)
+            | Self::BadRequest(_)
+            | Self::HeadersTooLarge
+            | Self::BodyTooLarge
+            | Self::ClientTimeout => "client",
+            Self::NoRoute(_) | Self::Unavailable(_) => "proxy",
+            _ => "upstream",
+        }
+    }
+
+    /// The response the client gets. Client errors close the connection.
+    pub fn to_response(&self) -> Response<ProxyBody> {
+        let mut resp = Response::new(ProxyBody::full(Bytes::from(format!("{}\n", self.reason()))));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert("x-meshward-error", HeaderValue::from_static(self.reason()));
+        if self.origin() == "client" {
+            h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+
+    /// Raw HTTP/1.1 bytes of the response, for the framing guard which answers
+    /// before hyper has seen the request.
+    pub fn to_http1_bytes(&self) -> Vec<u8> {
+        let body = format!("{}\n", self.reason());
+        let status = self.status();
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nx-meshward-error: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self.reason(),
+            body.len(),
+            body
+        )
+        .into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_status() {
+        assert_eq!(ProxyError::Framing("x").status(), 400);
+        assert_eq!(ProxyError::BodyTooLarge.status(), 413);
+        assert_eq!(ProxyError::ClientTimeout.status(), 408);
+        assert_eq!(ProxyError::UpstreamConnect { addr: "a".into(), cause: "b".into() }.status(), 502);
+        assert_eq!(ProxyError::UpstreamTimeout.status(), 504);
+        assert_eq!(ProxyError::Unavailable("no certificate").status(), 503);
+    }
+
+    #[test]
+    fn raw_response_is_well_formed() {
+        let raw = String::from_utf8(ProxyError::Framing("both content-length and transfer-encoding").to_http1_bytes())
+            .expect("utf8");
+        assert!(raw.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{raw}");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("head");
+        assert!(head.contains(&format!("content-length: {}", body.len())), "{raw}");
+    }
+}

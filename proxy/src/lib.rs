@@ -1,0 +1,22 @@
+//! # meshward
+//!
+//! A security sidecar proxy for machine-learning inference services. This
+//! library is the `meshward` binary's body: listeners, TLS and identity,
+//! HTTP forwarding, the request pipeline, the admin server and the CLI
+//! subcommands. Decisions about what is allowed or suspicious belong to the
+//! `meshward-policies` and `meshward-detector` crates; this crate owns every
+//! socket, file and timer.
+//!
+//! Start reading at [`pipeline`] (the request's life) and [`cli::run`].
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod listen;
+pub mod metrics;
+pub mod pipeline;
+pub mod tls;

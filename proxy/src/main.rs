@@ -1,0 +1,60 @@
+//! The `meshward` binary: parse the CLI, load and validate config (exit 64
+//! before binding anything if it is invalid), start the runtime, hand over.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use meshward::cli::{self, Cli, Command};
+use meshward::config::{Config, LogFormat};
+
+/// Exit code for an invalid configuration (EX_CONFIG-style usage error).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => match Config::load(config.as_deref(), std::env::vars()) {
+            Err(e) => {
+                eprintln!("meshward: invalid configuration: {e:#}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Ok(config) => {
+                init_logging(config.log.format, &config.log.level);
+                runtime().and_then(|rt| rt.block_on(cli::run::run(config)))
+            }
+        },
+        Command::Certs(cmd) => cli::certs::run(cmd),
+        Command::Demo(args) => {
+            init_logging(LogFormat::Text, "warn");
+            runtime().and_then(|rt| rt.block_on(meshward::demo::run(args)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshward: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    use std::io::IsTerminal as _;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,148 @@
+//! The one registry of every metric meshward exports (Prometheus text format
+//! via `prometheus-client`). Names follow Prometheus conventions: `_total`
+//! counters, base units (seconds, bytes).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Direction of traffic through the sidecar.
+pub type Direction = &'static str;
+/// Traffic accepted from peers (mTLS server side).
+pub const INBOUND: Direction = "inbound";
+/// Traffic accepted from the local app (mTLS client side).
+pub const OUTBOUND: Direction = "outbound";
+
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// inbound or outbound.
+    pub direction: Direction,
+    /// 2xx, 3xx, 4xx, 5xx.
+    pub status_class: &'static str,
+    /// Verified peer SPIFFE ID, or "none" (plaintext) .
+    pub peer_identity: String,
+}
+
+/// A direction label alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// inbound or outbound.
+    pub direction: Direction,
+}
+
+/// A direction and a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// inbound or outbound.
+    pub direction: Direction,
+    /// Short stable reason.
+    pub reason: &'static str,
+}
+
+/// A result label for reloads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// success or failure.
+    pub result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~52 s, doubling.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 20))
+}
+
+/// Every metric, shared by all tasks.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by direction, status class and peer identity.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request duration until the response head, by direction.
+    pub request_duration: Family<DirectionLabel, Histogram, fn() -> Histogram>,
+    /// Open connections by direction.
+    pub open_connections: Family<DirectionLabel, Gauge>,
+    /// Accepted connections by direction.
+    pub connections: Family<DirectionLabel, Counter>,
+    /// Connections refused before any HTTP (limit, no certificate loaded, plaintext on a strict port).
+    pub connections_refused: Family<ReasonLabels, Counter>,
+    /// TLS handshake failures by reason.
+    pub tls_handshake_failures: Family<ReasonLabels, Counter>,
+    /// Requests refused by the proxy itself (framing, limits, upstream errors), by reason.
+    pub proxy_errors: Family<ReasonLabels, Counter>,
+    /// Certificate file reloads by result.
+    pub cert_reloads: Family<ResultLabel, Counter>,
+    /// Our certificate's notAfter as a Unix timestamp.
+    pub cert_expiry: Gauge<f64, AtomicU64>,
+    /// 1 when our certificate is loaded and currently valid.
+    pub cert_valid: Gauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("meshward");
+        let m = Self {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            open_connections: Family::default(),
+            connections: Family::default(),
+            connections_refused: Family::default(),
+            tls_handshake_failures: Family::default(),
+            proxy_errors: Family::default(),
+            cert_reloads: Family::default(),
+            cert_expiry: Gauge::default(),
+            cert_valid: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("requests", "HTTP requests by direction, status class and peer identity", m.requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head",
+            m.request_duration.clone(),
+        );
+        registry.register("open_connections", "Currently open connections", m.open_connections.clone());
+        registry.register("connections", "Accepted connections", m.connections.clone());
+        registry.register(
+            "connections_refused",
+            "Connections closed before HTTP, by reason",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "Failed TLS handshakes by reason",
+            m.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "proxy_errors",
+            "Requests answered by the proxy with an error, by reason",
+            m.proxy_errors.clone(),
+        );
+        registry.register("certificate_reloads", "Certificate file reloads by result", m.cert_reloads.clone());
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the workload certificate (Unix time)",
+            m.cert_expiry.clone(),
+        );
+        registry.register(
+            "certificate_valid",
+            "1 when the workload certificate is loaded and valid now",
+            m.cert_valid.clone(),
+        );
+        Arc::new(Self { registry, ..m })
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

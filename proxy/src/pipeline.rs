@@ -1,0 +1,284 @@
+//! The request's life, phase after phase, in one place.
+//!
+//! Inbound (a peer sidecar or a plaintext client calls our app):
+//!  1. TLS and peer identity: done by `listen::inbound` before we get here;
+//!     the verified SPIFFE ID (or none, for plaintext) arrives in [`InboundConn`].
+//!  2. HTTP parse and limits: hyper behind the framing guard
+//!     (`http::framing`); body size checked here and while streaming.
+//!  3. Headers: hop-by-hop removed, identity header set by us only,
+//!     `traceparent` kept or started.
+//!  4. Authentication and policy: issue #4 plugs in here.
+//!  5. Features and detector verdict: issue #7 plugs in here.
+//!  6. Forward to the app, streamed; response streamed back.
+//!  7. Metrics and one access-log line.
+//!
+//! Outbound (our app calls a peer): phases 2, 3 and 6 against the peer
+//! sidecar over mutual TLS, with the peer's identity checked on connect.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderValue, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::config::{Inbound, Limits, OutboundListener};
+use crate::http::body::{self, ProxyBody};
+use crate::http::error::ProxyError;
+use crate::http::forward::{AppClients, AppProtocol, PeerClients};
+use crate::http::headers::{self, ORIG_PROTO};
+use crate::metrics::{self, DirectionLabel, Metrics, ReasonLabels, RequestLabels};
+use crate::tls::{CertStore, SpiffeId};
+
+/// What every request handler shares.
+pub struct Shared {
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Certificates.
+    pub store: Arc<CertStore>,
+    /// Clients to the local app.
+    pub apps: AppClients,
+    /// Clients to peer sidecars.
+    pub peers: PeerClients,
+}
+
+/// What an inbound connection knows about its peer.
+#[derive(Debug, Clone)]
+pub struct InboundConn {
+    /// Verified SPIFFE ID of the peer; `None` for plaintext (permissive ports).
+    pub peer_identity: Option<SpiffeId>,
+    /// Client socket address.
+    pub client_addr: SocketAddr,
+    /// Where the app is.
+    pub app: SocketAddr,
+}
+
+/// Handles one inbound request. Never fails: errors become responses.
+pub async fn inbound(
+    req: Request<Incoming>,
+    conn: Arc<InboundConn>,
+    cfg: Arc<Inbound>,
+    shared: Arc<Shared>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    let (method, path, version) = (req.method().clone(), req.uri().path().to_owned(), req.version());
+    let (mut parts, incoming) = req.into_parts();
+
+    // 3. Headers that only meshward may set.
+    let trace = headers::ensure_traceparent(&mut parts.headers);
+    let orig_proto = parts.headers.remove(ORIG_PROTO);
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(&cfg.identity_header);
+    if let Some(id) = &conn.peer_identity {
+        if let Ok(v) = HeaderValue::from_str(id.as_str()) {
+            parts.headers.insert(cfg.identity_header.clone(), v);
+        }
+    }
+    // The outbound sidecar tells us when an HTTP/1 request rode HTTP/2 between
+    // sidecars; only an authenticated peer may choose the app protocol that way.
+    let app_proto = match (version, &conn.peer_identity, orig_proto) {
+        (Version::HTTP_2, Some(_), Some(p)) if p.as_bytes().starts_with(b"HTTP/1") => AppProtocol::Http1,
+        (Version::HTTP_2, _, _) => AppProtocol::Http2,
+        _ => AppProtocol::Http1,
+    };
+
+    // 4-5: policy and detector verdicts arrive with issues #4 and #7.
+
+    // 6. Forward.
+    let result = async {
+        check_declared_length(&parts.headers, shared.limits.max_request_body_bytes)?;
+        parts.uri = upstream_uri(&parts.uri, &parts.headers, conn.app)?;
+        let req = Request::from_parts(parts, body::limited(incoming, shared.limits.max_request_body_bytes));
+        let fut = shared.apps.send(conn.app, app_proto, req);
+        tokio::time::timeout(shared.limits.request_timeout, fut).await.map_err(|_| ProxyError::UpstreamTimeout)?
+    }
+    .await;
+
+    let peer = conn.peer_identity.as_ref().map_or("none", SpiffeId::as_str);
+    let resp = finish(result, metrics::INBOUND, &shared.metrics, peer);
+    access_log(
+        &shared.metrics,
+        metrics::INBOUND,
+        &method,
+        &path,
+        &resp,
+        start,
+        peer,
+        &conn.client_addr,
+        &conn.app,
+        &trace.trace_id,
+    );
+    Ok(resp)
+}
+
+/// Handles one outbound request from the local app to `dest` (a peer sidecar).
+pub async fn outbound(
+    req: Request<Incoming>,
+    client_addr: SocketAddr,
+    dest: SocketAddr,
+    route: Arc<OutboundListener>,
+    shared: Arc<Shared>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    let (method, path, version) = (req.method().clone(), req.uri().path().to_owned(), req.version());
+    let (mut parts, incoming) = req.into_parts();
+    let trace = headers::ensure_traceparent(&mut parts.headers);
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(ORIG_PROTO);
+    if version != Version::HTTP_2 {
+        parts.headers.insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+    }
+    let expected = route.expected_identity(dest);
+    let result = async {
+        check_declared_length(&parts.headers, shared.limits.max_request_body_bytes)?;
+        parts.uri = upstream_uri(&parts.uri, &parts.headers, dest)?;
+        let req = Request::from_parts(parts, body::limited(incoming, shared.limits.max_request_body_bytes));
+        let fut = shared.peers.send(dest, expected, req);
+        tokio::time::timeout(shared.limits.request_timeout, fut).await.map_err(|_| ProxyError::UpstreamTimeout)?
+    }
+    .await;
+    let peer = expected.map_or("any", SpiffeId::as_str);
+    let resp = finish(result, metrics::OUTBOUND, &shared.metrics, peer);
+    access_log(
+        &shared.metrics,
+        metrics::OUTBOUND,
+        &method,
+        &path,
+        &resp,
+        start,
+        peer,
+        &client_addr,
+        &dest,
+        &trace.trace_id,
+    );
+    Ok(resp)
+}
+
+/// Refuses a declared `Content-Length` above the limit before connecting upstream.
+fn check_declared_length(headers: &http::HeaderMap, limit: u64) -> Result<(), ProxyError> {
+    let declared =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit => Err(ProxyError::BodyTooLarge),
+        _ => Ok(()),
+    }
+}
+
+/// The absolute URI hyper's client needs: the original authority (so the
+/// app sees its own `Host`/`:authority`), the original path and query.
+fn upstream_uri(uri: &Uri, headers: &http::HeaderMap, fallback: SocketAddr) -> Result<Uri, ProxyError> {
+    let authority = match uri.authority() {
+        Some(a) => a.clone(),
+        None => match headers.get(HOST) {
+            Some(h) => Authority::try_from(h.as_bytes()).map_err(|_| ProxyError::BadRequest("invalid host header"))?,
+            None => Authority::try_from(fallback.to_string()).map_err(|_| ProxyError::BadRequest("invalid host"))?,
+        },
+    };
+    let pq = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| ProxyError::BadRequest("invalid request target"))
+}
+
+/// Turns the upstream result into the client's response and counts it.
+fn finish(
+    result: Result<Response<Incoming>, ProxyError>,
+    direction: metrics::Direction,
+    m: &Metrics,
+    peer: &str,
+) -> Response<ProxyBody> {
+    let resp = match result {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+        }
+        Err(e) => {
+            m.proxy_errors.get_or_create(&ReasonLabels { direction, reason: e.reason() }).inc();
+            tracing::warn!(%direction, origin = e.origin(), status = e.status().as_u16(), error = %e, "request failed");
+            e.to_response()
+        }
+    };
+    m.requests
+        .get_or_create(&RequestLabels {
+            direction,
+            status_class: status_class(resp.status().as_u16()),
+            peer_identity: peer.to_owned(),
+        })
+        .inc();
+    resp
+}
+
+fn status_class(code: u16) -> &'static str {
+    match code {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one access-log line, every field named
+fn access_log(
+    m: &Metrics,
+    direction: metrics::Direction,
+    method: &http::Method,
+    path: &str,
+    resp: &Response<ProxyBody>,
+    start: Instant,
+    peer: &str,
+    client: &SocketAddr,
+    upstream: &SocketAddr,
+    trace_id: &str,
+) {
+    let elapsed = start.elapsed();
+    m.request_duration.get_or_create(&DirectionLabel { direction }).observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "meshward::access",
+        direction,
+        method = %method,
+        path,
+        status = resp.status().as_u16(),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        peer_identity = peer,
+        client = %client,
+        upstream = %upstream,
+        trace_id,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_uri_keeps_host_path_and_query() {
+        let mut h = http::HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("iris.ml.svc:8080"));
+        let fallback: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let u = upstream_uri(&"/v2/models/iris/infer?x=1".parse().expect("uri"), &h, fallback).expect("uri");
+        assert_eq!(u.to_string(), "http://iris.ml.svc:8080/v2/models/iris/infer?x=1");
+        let u = upstream_uri(&"/".parse().expect("uri"), &http::HeaderMap::new(), fallback).expect("uri");
+        assert_eq!(u.to_string(), "http://127.0.0.1:9/");
+        h.insert(HOST, HeaderValue::from_static("bad host"));
+        assert!(upstream_uri(&"/".parse().expect("uri"), &h, fallback).is_err());
+    }
+
+    #[test]
+    fn declared_lengths_over_the_limit_are_refused() {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+        assert!(check_declared_length(&h, 10).is_err());
+        assert!(check_declared_length(&h, 11).is_ok());
+    }
+}

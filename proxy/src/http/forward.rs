@@ -196,34 +196,48 @@ pub enum AppProtocol {
 /// At most this many upstream clients are kept (transparent mode can see many destinations).
 const MAX_CLIENTS: usize = 1024;
 
+/// A bounded map from upstream key to its pooled client. When full, it is
+/// cleared: pools then refill on demand, which costs a handshake per upstream.
+struct ClientCache<K, C> {
+    map: Mutex<HashMap<K, Client<C, ProxyBody>>>,
+}
+
+impl<K: std::hash::Hash + Eq, C: Clone> ClientCache<K, C> {
+    fn new() -> Self {
+        Self { map: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, key: K, make: impl FnOnce() -> Client<C, ProxyBody>) -> Client<C, ProxyBody> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_CLIENTS && !map.contains_key(&key) {
+            map.clear();
+        }
+        map.entry(key).or_insert_with(make).clone()
+    }
+}
+
 /// Clients to the local app, one per (address, protocol).
 #[derive(Clone)]
 pub struct AppClients {
     timeout: Duration,
-    clients: Arc<Mutex<HashMap<(SocketAddr, AppProtocol), Client<PlainConnector, ProxyBody>>>>,
+    clients: Arc<ClientCache<(SocketAddr, AppProtocol), PlainConnector>>,
 }
 
 impl AppClients {
     /// Clients that connect within `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
-        Self { timeout: connect_timeout, clients: Default::default() }
+        Self { timeout: connect_timeout, clients: Arc::new(ClientCache::new()) }
     }
 
     fn client(&self, addr: SocketAddr, proto: AppProtocol) -> Client<PlainConnector, ProxyBody> {
-        let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_CLIENTS && !map.contains_key(&(addr, proto)) {
-            map.clear();
-        }
-        map.entry((addr, proto))
-            .or_insert_with(|| {
-                let mut b = Client::builder(TokioExecutor::new());
-                b.pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
-                if proto == AppProtocol::Http2 {
-                    b.http2_only(true).timer(TokioTimer::new());
-                }
-                b.build(PlainConnector { addr, timeout: self.timeout })
-            })
-            .clone()
+        self.clients.get((addr, proto), || {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
+            if proto == AppProtocol::Http2 {
+                b.http2_only(true).timer(TokioTimer::new());
+            }
+            b.build(PlainConnector { addr, timeout: self.timeout })
+        })
     }
 
     /// Sends `req` to the app at `addr`.
@@ -247,13 +261,13 @@ impl AppClients {
 pub struct PeerClients {
     store: Arc<CertStore>,
     timeout: Duration,
-    clients: Arc<Mutex<HashMap<(SocketAddr, Option<SpiffeId>), Client<MtlsConnector, ProxyBody>>>>,
+    clients: Arc<ClientCache<(SocketAddr, Option<SpiffeId>), MtlsConnector>>,
 }
 
 impl PeerClients {
     /// Clients using the certificates in `store`.
     pub fn new(store: Arc<CertStore>, connect_timeout: Duration) -> Self {
-        Self { store, timeout: connect_timeout, clients: Default::default() }
+        Self { store, timeout: connect_timeout, clients: Arc::new(ClientCache::new()) }
     }
 
     /// Sends `req` over mTLS to the sidecar at `addr`.
@@ -263,29 +277,16 @@ impl PeerClients {
         expected: Option<&SpiffeId>,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let client = {
-            let key = (addr, expected.cloned());
-            let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-            if map.len() >= MAX_CLIENTS && !map.contains_key(&key) {
-                map.clear();
-            }
-            map.entry(key)
-                .or_insert_with(|| {
-                    let mut b = Client::builder(TokioExecutor::new());
-                    b.pool_timer(TokioTimer::new())
-                        .timer(TokioTimer::new())
-                        .pool_idle_timeout(Duration::from_secs(90))
-                        .http2_keep_alive_interval(Duration::from_secs(30))
-                        .http2_adaptive_window(true);
-                    b.build(MtlsConnector {
-                        store: self.store.clone(),
-                        addr,
-                        expected: expected.cloned(),
-                        timeout: self.timeout,
-                    })
-                })
-                .clone()
-        };
+        let client = self.clients.get((addr, expected.cloned()), || {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .http2_adaptive_window(true);
+            let (store, expected, timeout) = (self.store.clone(), expected.cloned(), self.timeout);
+            b.build(MtlsConnector { store, addr, expected, timeout })
+        });
         // The pool picks HTTP/2 when ALPN negotiated it, whatever this says.
         *req.version_mut() = Version::HTTP_11;
         client.request(req).await.map_err(|e| map_client_error(addr, &e))

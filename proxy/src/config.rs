@@ -418,8 +418,16 @@ impl Config {
             overridden = true;
         }
         let origin = if overridden { format!("{origin} (with MESHWARD_* overrides)") } else { origin.to_owned() };
-        let raw: RawConfig =
-            serde_yaml::from_value(doc).map_err(|e| ConfigError::Parse { origin, message: e.to_string() })?;
+        // serde_path_to_error names the field ("limits.max_connections: ...")
+        // for type errors, which serde_yaml alone does not.
+        let raw: RawConfig = serde_path_to_error::deserialize(doc).map_err(|e| ConfigError::Parse {
+            origin,
+            message: if e.path().iter().next().is_some() {
+                format!("{}: {}", e.path(), e.inner())
+            } else {
+                e.inner().to_string()
+            },
+        })?;
         Config::try_from(raw)
     }
 }

@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `meshward` binary, real sockets on loopback
+//! (and, for transparent capture, a network namespace the test creates).
+//! One test binary with modules keeps link time down.
 
+mod util;
+
+mod config;
+mod mesh;
+mod refusals;
+mod transparent;

@@ -34,6 +34,7 @@ pub fn handshake_failure_reason(err: &std::io::Error) -> &'static str {
         Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
             "not_yet_valid"
         }
+        Error::InvalidCertificate(CertificateError::BadSignature) => "bad_signature",
         Error::InvalidCertificate(_) => "bad_certificate",
         Error::AlertReceived(rustls::AlertDescription::UnknownCA) => "peer_rejected_unknown_ca",
         Error::AlertReceived(rustls::AlertDescription::CertificateExpired) => "peer_rejected_expired",

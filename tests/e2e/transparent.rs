@@ -1,0 +1,1 @@
+//! Transparent capture in a network namespace (being written).

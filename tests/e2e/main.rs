@@ -5,6 +5,8 @@
 mod util;
 
 mod config;
+mod lifecycle;
+mod limits;
 mod mesh;
 mod refusals;
 mod transparent;

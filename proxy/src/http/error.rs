@@ -23,6 +23,9 @@ pub enum ProxyError {
     /// The request body exceeds `limits.max_request_body_bytes`.
     #[error("request body larger than limits.max_request_body_bytes")]
     BodyTooLarge,
+    /// The client did not complete a request head within `limits.header_read_timeout`.
+    #[error("request head not received within limits.header_read_timeout")]
+    HeaderTimeout,
     /// The client sent the body too slowly or stopped.
     #[error("client did not send the request in time")]
     ClientTimeout,
@@ -66,7 +69,7 @@ impl ProxyError {
             Self::Framing(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::ClientTimeout | Self::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NoRoute(_) | Self::UpstreamConnect { .. } | Self::UpstreamIdentity { .. } | Self::Upstream(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -83,6 +86,7 @@ impl ProxyError {
             Self::BodyTooLarge => "request body too large",
             Self::HeadersTooLarge => "request headers too large",
             Self::ClientTimeout => "request body timeout",
+            Self::HeaderTimeout => "request header timeout",
             Self::NoRoute(_) => "no route to upstream",
             Self::UpstreamConnect { .. } => "upstream connect failed",
             Self::UpstreamConnectTimeout(_) => "upstream connect timeout",
@@ -100,7 +104,8 @@ impl ProxyError {
             | Self::BadRequest(_)
             | Self::HeadersTooLarge
             | Self::BodyTooLarge
-            | Self::ClientTimeout => "client",
+            | Self::ClientTimeout
+            | Self::HeaderTimeout => "client",
             Self::NoRoute(_) | Self::Unavailable(_) => "proxy",
             _ => "upstream",
         }

@@ -16,16 +16,24 @@
 //! other than a single `chunked`, obsolete line folding, a bare LF in the
 //! head or in chunk framing, and heads larger than the limit (431).
 //!
+//! The guard also enforces `limits.header_read_timeout` from the first byte
+//! of a head: hyper's own timer cannot, since hyper sees no byte of a head
+//! until the guard has validated all of it.
+//!
 //! On a violation the guard delivers what was already validated, then reports
 //! end of stream to hyper; when hyper shuts the connection down the guard
 //! writes the error response itself (from [`ProxyError`]) and closes.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 use super::error::ProxyError;
 
@@ -59,13 +67,16 @@ pub struct FramingGuard<IO> {
     head: Vec<u8>,
     out: BytesMut,
     max_head: usize,
+    head_timeout: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
     rejected: Option<ProxyError>,
     response: Option<(Vec<u8>, usize)>,
 }
 
 impl<IO> FramingGuard<IO> {
-    /// Guards `inner`; heads longer than `max_head` bytes are refused with 431.
-    pub fn new(inner: IO, max_head: usize) -> Self {
+    /// Guards `inner`; heads longer than `max_head` bytes are refused with
+    /// 431, heads not complete `head_timeout` after their first byte with 408.
+    pub fn new(inner: IO, max_head: usize, head_timeout: Duration) -> Self {
         Self {
             inner,
             state: State::Head,
@@ -73,6 +84,8 @@ impl<IO> FramingGuard<IO> {
             head: Vec::new(),
             out: BytesMut::new(),
             max_head,
+            head_timeout,
+            deadline: None,
             rejected: None,
             response: None,
         }
@@ -81,6 +94,24 @@ impl<IO> FramingGuard<IO> {
     /// The violation that closed this connection, if any.
     pub fn rejection(&self) -> Option<&ProxyError> {
         self.rejected.as_ref()
+    }
+
+    fn reject(&mut self, e: ProxyError) {
+        self.response = Some((e.to_http1_bytes(), 0));
+        self.rejected = Some(e);
+        self.head.clear();
+        self.deadline = None;
+    }
+
+    /// Starts the head timer when a head is partially received; stops it otherwise.
+    fn arm_deadline(&mut self) {
+        if self.state == State::Head && !self.head.is_empty() {
+            if self.deadline.is_none() {
+                self.deadline = Some(Box::pin(tokio::time::sleep(self.head_timeout)));
+            }
+        } else {
+            self.deadline = None;
+        }
     }
 
     /// Feeds freshly read bytes. Returns how many leading bytes may go to
@@ -210,6 +241,10 @@ impl<IO> FramingGuard<IO> {
                     return Ok(());
                 }
             }
+            // Refuse a bare LF as soon as it arrives: such a head never ends in CRLFCRLF.
+            if self.head.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r') {
+                return Err(ProxyError::Framing("bare LF in request head"));
+            }
             let Some(end) = find_head_end(&self.head) else {
                 if self.head.len() > self.max_head {
                     return Err(ProxyError::HeadersTooLarge);
@@ -221,6 +256,7 @@ impl<IO> FramingGuard<IO> {
             }
             self.state = check_head(&self.head[..end])?;
             self.first = false;
+            self.deadline = None;
             self.out.extend_from_slice(&self.head[..end]);
             self.head.drain(..end);
         }
@@ -301,7 +337,18 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 return Poll::Ready(Ok(())); // end of stream for hyper
             }
             let start = buf.filled().len();
-            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+            if polled.is_pending() {
+                // A partial head is waiting: enforce the head deadline.
+                if let Some(deadline) = this.deadline.as_mut() {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        this.reject(ProxyError::HeaderTimeout);
+                        continue;
+                    }
+                }
+                return Poll::Pending;
+            }
+            ready!(polled)?;
             let end = buf.filled().len();
             if end == start {
                 return Poll::Ready(Ok(())); // real end of stream
@@ -310,15 +357,14 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
             match this.feed(&fresh) {
                 Ok(pass) => {
                     buf.set_filled(start + pass);
+                    this.arm_deadline();
                     if pass > 0 {
                         return Poll::Ready(Ok(()));
                     }
                 }
                 Err(e) => {
                     buf.set_filled(start);
-                    this.response = Some((e.to_http1_bytes(), 0));
-                    this.rejected = Some(e);
-                    this.head.clear();
+                    this.reject(e);
                 }
             }
         }
@@ -371,7 +417,7 @@ mod tests {
     /// Feeds `input` in pieces of `step` bytes; returns what hyper would see
     /// and the violation, if any.
     fn run(input: &[u8], step: usize) -> (Vec<u8>, Option<String>) {
-        let mut g = FramingGuard::new((), 8192);
+        let mut g = FramingGuard::new((), 8192, Duration::from_secs(10));
         let mut seen = Vec::new();
         for piece in input.chunks(step) {
             match g.feed(piece) {

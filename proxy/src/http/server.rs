@@ -38,7 +38,10 @@ where
     F: std::future::Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>> + Send + 'static,
 {
     let activity = Arc::new(AtomicU64::new(now_ms()));
-    let io = Activity { inner: FramingGuard::new(io, limits.max_header_bytes), last: activity.clone() };
+    let io = Activity {
+        inner: FramingGuard::new(io, limits.max_header_bytes, limits.header_read_timeout),
+        last: activity.clone(),
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -386,23 +386,12 @@ pub fn mtls_client_config(cert: &Path, key: &Path, ca: &Path, alpn: &[&[u8]]) ->
     let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(key).expect("key")))
         .expect("key")
         .expect("a key");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(ca).expect("ca"))) {
-        roots.add(c.expect("ca cert")).expect("add root");
-    }
-    // Tests reach the inbound by IP; accept the SPIFFE cert without a DNS name
-    // by verifying the chain only.
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        Arc::new(rustls::crypto::ring::default_provider()),
-    )
-    .build()
-    .expect("verifier");
+    let verifier = chain_only_verifier(ca);
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ChainOnly(verifier)))
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(certs, key)
         .expect("client auth");
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
@@ -411,24 +400,31 @@ pub fn mtls_client_config(cert: &Path, key: &Path, ca: &Path, alpn: &[&[u8]]) ->
 
 /// Like [`mtls_client_config`] but without a client certificate.
 pub fn tls_client_config_without_cert(ca: &Path) -> Arc<rustls::ClientConfig> {
+    let verifier = chain_only_verifier(ca);
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// Trusts `ca` (a PEM file) and checks chains, not DNS names.
+fn chain_only_verifier(ca: &Path) -> Arc<ChainOnly> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(ca).expect("ca"))) {
         roots.add(c.expect("ca cert")).expect("add root");
     }
+    // Tests reach the inbound by IP; SPIFFE certificates carry no DNS name.
     let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
         Arc::new(rustls::crypto::ring::default_provider()),
     )
     .build()
     .expect("verifier");
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ChainOnly(verifier)))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
+    Arc::new(ChainOnly(verifier))
 }
 
 /// Verifies the chain but maps "name mismatch" to success (SPIFFE certs have no DNS SAN).

@@ -69,6 +69,7 @@ pub struct FramingGuard<IO> {
     max_head: usize,
     head_timeout: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
+    failed: Option<ProxyError>,
     rejected: Option<ProxyError>,
     response: Option<(Vec<u8>, usize)>,
 }
@@ -86,6 +87,7 @@ impl<IO> FramingGuard<IO> {
             max_head,
             head_timeout,
             deadline: None,
+            failed: None,
             rejected: None,
             response: None,
         }
@@ -122,9 +124,13 @@ impl<IO> FramingGuard<IO> {
         while i < data.len() {
             match self.state {
                 State::Head => {
-                    // Everything from here on waits for head validation.
+                    // Everything from here on waits for head validation. The
+                    // `i` bytes before it are valid body bytes and pass even
+                    // if a later head is refused (the refusal waits in `failed`).
                     self.head.extend_from_slice(&data[i..]);
-                    self.drain_heads()?;
+                    if let Err(e) = self.drain_heads() {
+                        self.failed = Some(e);
+                    }
                     return Ok(i);
                 }
                 State::Passthrough => return Ok(data.len()),
@@ -241,11 +247,12 @@ impl<IO> FramingGuard<IO> {
                     return Ok(());
                 }
             }
-            // Refuse a bare LF as soon as it arrives: such a head never ends in CRLFCRLF.
-            if self.head.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r') {
-                return Err(ProxyError::Framing("bare LF in request head"));
-            }
             let Some(end) = find_head_end(&self.head) else {
+                // Refuse a bare LF as soon as it arrives: such a head never
+                // ends in CRLFCRLF. (Only head bytes are buffered here.)
+                if self.head.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r') {
+                    return Err(ProxyError::Framing("bare LF in request head"));
+                }
                 if self.head.len() > self.max_head {
                     return Err(ProxyError::HeadersTooLarge);
                 }
@@ -357,6 +364,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
             match this.feed(&fresh) {
                 Ok(pass) => {
                     buf.set_filled(start + pass);
+                    if let Some(e) = this.failed.take() {
+                        this.reject(e);
+                    }
                     this.arm_deadline();
                     if pass > 0 {
                         return Poll::Ready(Ok(()));
@@ -421,7 +431,13 @@ mod tests {
         let mut seen = Vec::new();
         for piece in input.chunks(step) {
             match g.feed(piece) {
-                Ok(n) => seen.extend_from_slice(&piece[..n]),
+                Ok(n) => {
+                    seen.extend_from_slice(&piece[..n]);
+                    if let Some(e) = g.failed.take() {
+                        seen.extend_from_slice(&g.out.split());
+                        return (seen, Some(e.to_string()));
+                    }
+                }
                 Err(e) => {
                     // Validated bytes still reach hyper before the end of stream.
                     seen.extend_from_slice(&g.out.split());
@@ -508,6 +524,11 @@ POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789
         let (seen, err) = run(&input, input.len());
         assert_eq!(seen, good);
         assert!(err.is_some());
+    }
+
+    #[test]
+    fn newlines_in_a_body_read_together_with_its_head_are_body() {
+        ok(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n{\n\"a\":1}GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     }
 
     #[test]

@@ -1,0 +1,242 @@
+//! The checks behind meshward's fuzz targets. Each `check_*` takes the raw
+//! fuzz input, feeds it to the code under test and asserts properties that
+//! must hold for every input; a panic is a finding. The targets in
+//! `fuzz_targets/` call these, and `cargo test` replays `seeds/<target>/`
+//! (and `corpus/<target>/`, when present) through them on stable Rust.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use meshward::config::Config;
+use meshward::http::framing::FramingGuard;
+use meshward::tls::identity::SpiffeId;
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// Fuzz target names and their checks, for replaying files.
+pub const TARGETS: &[(&str, fn(&[u8]))] =
+    &[("config_file", check_config), ("spiffe_id", check_spiffe_id), ("http1_request_head", check_http1_request_head)];
+
+// ------------------------------------------------------------ config_file
+
+/// YAML configuration text: parsing never panics, is deterministic, and an
+/// accepted configuration satisfies the validation rules.
+pub fn check_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let first = Config::from_yaml(text);
+    let second = Config::from_yaml(text);
+    let cfg = match (first, second) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "same text, different configuration");
+            a
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(a.to_string(), b.to_string(), "same text, different errors");
+            return;
+        }
+        (a, b) => panic!("same text, accepted once and refused once: {:?} / {:?}", a.err(), b.err()),
+    };
+    assert!(cfg.limits.max_header_bytes >= 8192, "max_header_bytes {} below the minimum", cfg.limits.max_header_bytes);
+    assert!(cfg.limits.max_connections > 0);
+    assert!(!cfg.limits.header_read_timeout.is_zero() && !cfg.limits.idle_timeout.is_zero());
+    if cfg.inbound.is_some() || !cfg.outbound.is_empty() {
+        assert!(cfg.identity.is_some(), "listeners without identity files were accepted");
+    }
+    for (i, l) in cfg.outbound.iter().enumerate() {
+        assert!(!l.name.trim().is_empty(), "empty listener name accepted");
+        assert!(cfg.outbound[..i].iter().all(|o| o.name != l.name), "duplicate listener name {:?} accepted", l.name);
+    }
+}
+
+// -------------------------------------------------------------- spiffe_id
+
+/// A SPIFFE ID string (and the same bytes as a DER certificate): an accepted
+/// ID is exactly the input, with a non-empty trust domain and no empty,
+/// `.` or `..` path segments.
+pub fn check_spiffe_id(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(id) = SpiffeId::parse(text) {
+            check_valid_id(&id);
+            assert_eq!(id.as_str(), text, "parse changed the ID");
+        }
+    }
+    if let Ok(id) = SpiffeId::from_cert_der(data) {
+        check_valid_id(&id);
+    }
+}
+
+fn check_valid_id(id: &SpiffeId) {
+    let s = id.as_str();
+    let rest = s.strip_prefix("spiffe://").unwrap_or_else(|| panic!("accepted without spiffe:// scheme: {s:?}"));
+    let td = id.trust_domain();
+    assert!(!td.is_empty() && !td.contains('/'), "bad trust domain {td:?} in {s:?}");
+    let path = rest.strip_prefix(td).unwrap_or_else(|| panic!("trust domain {td:?} is not the start of {s:?}"));
+    if !path.is_empty() {
+        let segs = path.strip_prefix('/').unwrap_or_else(|| panic!("path without leading '/': {s:?}"));
+        for seg in segs.split('/') {
+            assert!(!seg.is_empty() && seg != "." && seg != "..", "bad path segment {seg:?} in {s:?}");
+        }
+    }
+    assert_eq!(id.to_string(), s);
+    assert_eq!(SpiffeId::parse(s).as_ref(), Ok(id), "an accepted ID must re-parse to itself");
+}
+
+// ----------------------------------------------------- http1_request_head
+
+/// Bytes of the input that configure the run before the connection's bytes.
+pub const HTTP1_HEADER: usize = 4;
+
+/// Untrusted bytes from a client through the HTTP/1 framing guard.
+///
+/// Input: 4 configuration bytes, then the connection's bytes.
+/// - byte 0: head limit; 0 means 8192, else `64 * byte`.
+/// - byte 1: size of the caller's read buffer; 0 means 8192.
+/// - bytes 2, 3: read sizes, used in turn: `b & 0x7f` bytes per read (0: all
+///   the rest), and `b & 0x80` makes that read return `Pending` first.
+///
+/// The head timer (408) is set to an hour, so it never fires here.
+///
+/// Properties: no panic; what the guard passes on is the input with only
+/// CR/LF bytes removed (the empty lines allowed before a request line)
+/// and possibly an unfinished head at the end held back; without a
+/// rejection, that held-back rest is not a complete head; whether the
+/// input is refused does not depend on how it was split into reads, nor
+/// does the output of an accepted input.
+pub fn check_http1_request_head(data: &[u8]) {
+    if data.len() < HTTP1_HEADER {
+        return;
+    }
+    let (cfg, input) = data.split_at(HTTP1_HEADER);
+    let max_head = if cfg[0] == 0 { 8192 } else { 64 * usize::from(cfg[0]) };
+    let buf_len = if cfg[1] == 0 { 8192 } else { usize::from(cfg[1]) };
+
+    let (out, rejection) = run_guard(input, max_head, buf_len, &cfg[2..4]);
+    assert!(out.len() <= input.len());
+    let end = match_dropping_crlf(&out, input).unwrap_or_else(|| {
+        panic!(
+            "output is not the input with CR/LF removed:\n in: {}\nout: {}",
+            input.escape_ascii(),
+            out.escape_ascii()
+        )
+    });
+    if rejection.is_none() {
+        let rest = &input[end..];
+        let rest = &rest[rest.iter().take_while(|b| **b == b'\r' || **b == b'\n').count()..];
+        let partial_preface = rest.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(rest);
+        assert!(
+            rest.is_empty() || partial_preface || (rest.len() <= max_head && find(rest, b"\r\n\r\n").is_none()),
+            "accepted, yet a complete head was held back: {}",
+            rest.escape_ascii()
+        );
+    }
+    // The same bytes in one read give the same outcome.
+    let (whole, whole_rejection) = run_guard(input, max_head, 1 << 16, &[0]);
+    // (The reason may differ: a long head with a bare LF past the limit is
+    // "too large" when it trickles in, "bare LF" when it arrives at once.)
+    assert_eq!(
+        rejection.is_some(),
+        whole_rejection.is_some(),
+        "refused in one split and not in the other: {rejection:?} / {whole_rejection:?}"
+    );
+    if rejection.is_none() {
+        // (After a rejection, how much of a body already passed may differ.)
+        assert!(
+            out == whole,
+            "output depends on how the input was split into reads:\n split: {}\n whole: {}",
+            out.escape_ascii(),
+            whole.escape_ascii()
+        );
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+thread_local! {
+    static RUNTIME: tokio::runtime::Runtime =
+        tokio::runtime::Builder::new_current_thread().enable_time().build().expect("tokio runtime");
+}
+
+/// Reads everything through a guard; returns the bytes passed and the rejection text.
+fn run_guard(input: &[u8], max_head: usize, buf_len: usize, sizes: &[u8]) -> (Vec<u8>, Option<String>) {
+    // The guard's head timer needs a runtime with time enabled; its driver
+    // never turns here (no block_on), so the timer never fires.
+    RUNTIME.with(|rt| {
+        let _rt = rt.enter();
+        drive_guard(input, max_head, buf_len, sizes)
+    })
+}
+
+fn drive_guard(input: &[u8], max_head: usize, buf_len: usize, sizes: &[u8]) -> (Vec<u8>, Option<String>) {
+    let reader = Chunks { data: input, pos: 0, sizes, turn: 0, pending: false };
+    let mut guard = FramingGuard::new(reader, max_head, Duration::from_secs(3600));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut buf = vec![0u8; buf_len];
+    let mut out = Vec::new();
+    // Every poll either makes progress or returns Pending once; bound it anyway.
+    for _ in 0..4 * (input.len() + 4) {
+        let mut rb = ReadBuf::new(&mut buf);
+        match Pin::new(&mut guard).poll_read(&mut cx, &mut rb) {
+            Poll::Pending => continue,
+            Poll::Ready(Err(e)) => panic!("in-memory read failed: {e}"),
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                return (out, guard.rejection().map(ToString::to_string));
+            }
+            Poll::Ready(Ok(())) => out.extend_from_slice(rb.filled()),
+        }
+    }
+    panic!("the guard did not reach end of stream");
+}
+
+/// An in-memory connection that returns its bytes in reads of the given sizes.
+struct Chunks<'a> {
+    data: &'a [u8],
+    pos: usize,
+    sizes: &'a [u8],
+    turn: usize,
+    pending: bool,
+}
+
+impl AsyncRead for Chunks<'_> {
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let size = self.sizes[self.turn % self.sizes.len()];
+        if size & 0x80 != 0 && !self.pending {
+            self.pending = true;
+            return Poll::Pending; // the noop waker: the caller simply polls again
+        }
+        self.pending = false;
+        self.turn += 1;
+        let left = self.data.len() - self.pos;
+        let n = match usize::from(size & 0x7f) {
+            0 => left,
+            n => n.min(left),
+        }
+        .min(buf.remaining());
+        buf.put_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// If `out` is a prefix of `input` with some CR/LF bytes removed, the length
+/// of that prefix. Greedy matching is exact here: skipping is only allowed
+/// over CR/LF, so matching a byte as early as possible never loses a match.
+fn match_dropping_crlf(out: &[u8], input: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    for &o in out {
+        loop {
+            let b = *input.get(i)?;
+            i += 1;
+            if b == o {
+                break;
+            }
+            if b != b'\r' && b != b'\n' {
+                return None;
+            }
+        }
+    }
+    Some(i)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}

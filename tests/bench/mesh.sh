@@ -31,6 +31,8 @@ MAX_CONNS=64         # connections used by the max-throughput run
 DURATION=10          # seconds of the fixed-rate run
 MAX_DURATION=10      # seconds of the max-throughput run
 WARMUP=2             # seconds of unrecorded warm-up at RATE before measuring
+SETTLE=0.5           # seconds at the start of the fixed-rate run left out of
+                     # the percentiles (new connections' handshakes); see docs
 QUICK=0
 JSON_OUT=""
 MESHWARD=""
@@ -52,6 +54,8 @@ WORK=""              # temp dir holding configs, certs, logs, raw results
 NOTES=()             # warnings printed under the table
 APP_PIDS=()          # the app nginx: master + worker
 APP_CPU=()           # "setup us/req" of the app during each fixed-rate run
+declare -A PID_CPU_US=()  # pid -> cpu us/req of the last fixed-rate run
+WHOLE_P99=()         # "setup ms": p99 of the whole fixed-rate run, settle included
 
 usage() {
     cat <<EOF
@@ -129,6 +133,12 @@ stop_pids() { # PID... : TERM, wait up to 5 s, then KILL (children included)
         if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
     done
     for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+    # Forget them, so that cleanup never signals a PID the kernel has reused.
+    local keep=() p stopped=" $* "
+    for p in "${PIDS[@]}"; do
+        [[ $stopped == *" $p "* ]] || keep+=("$p")
+    done
+    PIDS=("${keep[@]}")
 }
 
 cleanup() {
@@ -170,7 +180,7 @@ oha_ok() { # the installed oha has every flag this script uses
     help=$(oha --help 2>&1) || return 1
     local flag
     for flag in --latency-correction --no-tui --output-format --cacert --cert --key \
-                --stats-success-breakdown; do
+                --stats-success-breakdown --db-url; do
         grep -q -- "$flag" <<<"$help" || return 1
     done
 }
@@ -241,7 +251,8 @@ wait_until() {
 # client certificate, and resolve "localhost" to 127.0.0.1.
 curl_mtls() { # URL -> body (port taken from URL)
     local url=$1 port=${1##*:}; port=${port%%/*}
-    curl -sS --max-time 3 --resolve "localhost:$port:127.0.0.1" \
+    # HTTP/1.1 like oha: with h2 in ALPN the inbound sidecar would speak h2c to the app.
+    curl -sS --http1.1 --max-time 3 --resolve "localhost:$port:127.0.0.1" \
         --cacert "$WORK/certs/ca.crt" \
         --cert "$WORK/certs/client.crt" --key "$WORK/certs/client.key" "$url"
 }
@@ -280,17 +291,41 @@ proc_set() { # PID... -> the PIDs plus their children (nginx master + workers)
     done
 }
 
+# busy_pct -> percent of all CPUs busy over one second (from /proc/stat).
+busy_pct() {
+    python3 - <<'EOF'
+import time
+def snap():
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(f), f[3] + f[4]          # total, idle + iowait
+t0, i0 = snap(); time.sleep(1); t1, i1 = snap()
+print(round(100.0 * (1 - (i1 - i0) / max(1, t1 - t0))))
+EOF
+}
+
+# The machine must be quiet: the load generator, the proxies and the app share
+# its cores, and anything else running skews every number.
+check_quiet() { # WHEN
+    local busy
+    busy=$(busy_pct)
+    if ((busy > 15)); then
+        note "machine busy $1: ${busy}% of CPU in use by other processes; results are unreliable"
+    fi
+}
+
 # --------------------------------------------------------------------------
 # Certificates (issued by meshward's own CA tooling)
 # --------------------------------------------------------------------------
 make_certs() {
     local d="$WORK/certs"
     mkdir -p "$d"
-    "$MESHWARD" certs ca --out "$d" --trust-domain "$TRUST_DOMAIN" >&2
-    "$MESHWARD" certs issue --ca "$d" --spiffe-id "$SERVER_ID" --out "$d" \
-        --name server --dns localhost >&2
-    "$MESHWARD" certs issue --ca "$d" --spiffe-id "$CLIENT_ID" --out "$d" \
-        --name client >&2
+    {
+        "$MESHWARD" certs ca --out "$d" --trust-domain "$TRUST_DOMAIN"
+        "$MESHWARD" certs issue --ca "$d" --spiffe-id "$SERVER_ID" --out "$d" \
+            --name server --dns localhost
+        "$MESHWARD" certs issue --ca "$d" --spiffe-id "$CLIENT_ID" --out "$d" \
+            --name client
+    } >"$WORK/certs.log" 2>&1 || { cat "$WORK/certs.log" >&2; die "meshward certs failed"; }
     local f
     for f in ca.crt server.crt server.key client.crt client.key; do
         [[ -s $d/$f ]] || die "meshward certs did not write $d/$f"
@@ -440,13 +475,20 @@ outbound:
 # Load generation and measurement
 # --------------------------------------------------------------------------
 # run_oha OUT_JSON SECONDS OHA_ARGS... : bounded oha run writing JSON output.
+# Runs in the background and waits, so that a signal to the script is handled
+# at once (cleanup kills `timeout`, which passes the signal on to oha).
 run_oha() {
-    local out=$1 secs=$2; shift 2
-    if ! timeout --kill-after=5 $((secs + 30)) \
+    local out=$1 secs=$2 pid rc=0; shift 2
+    timeout --kill-after=5 $((secs + 30)) \
         oha --no-tui --output-format json --stats-success-breakdown \
-            -z "${secs}s" -o "$out" "$@" >"$out.log" 2>&1; then
+            -z "${secs}s" -o "$out" "$@" >"$out.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait "$pid" || rc=$?
+    stop_pids "$pid"
+    if ((rc != 0)); then
         cat "$out.log" >&2 || true
-        die "oha failed: oha $*"
+        die "oha failed (exit $rc): oha $*"
     fi
 }
 
@@ -488,17 +530,25 @@ measure() {
     run_oha "$raw/warmup.json" "$WARMUP" -q "$RATE" -c "$FIXED_CONNS" "${tls[@]}" "$url"
 
     log "$setup: fixed rate $RATE req/s for ${DURATION}s (latency-corrected)"
-    local t0=0 t1=0 a0 a1
-    if ((${#pids[@]})); then t0=$(cpu_ticks "${pids[@]}"); fi
+    local t0=0 t1=0 a0 a1 pid
+    local -A p0=() p1=()
+    for pid in "${pids[@]}"; do p0[$pid]=$(cpu_ticks "$pid"); done
     a0=$(cpu_ticks "${APP_PIDS[@]}")
     run_oha "$raw/fixed.json" "$DURATION" -q "$RATE" --latency-correction \
-        -c "$FIXED_CONNS" "${tls[@]}" "$url"
-    if ((${#pids[@]})); then t1=$(cpu_ticks "${pids[@]}"); fi
+        -c "$FIXED_CONNS" --db-url "$raw/fixed.db" "${tls[@]}" "$url"
+    for pid in "${pids[@]}"; do p1[$pid]=$(cpu_ticks "$pid"); done
     a1=$(cpu_ticks "${APP_PIDS[@]}")
+    for pid in "${pids[@]}"; do
+        t0=$((t0 + p0[$pid])); t1=$((t1 + p1[$pid]))
+    done
 
-    local ok p50 p99 _rps errors non200
-    read -r ok p50 p99 _rps errors non200 < <(oha_stats "$raw/fixed.json")
+    local ok all50 all99 _rps errors non200 p50 p99 n
+    read -r ok all50 all99 _rps errors non200 < <(oha_stats "$raw/fixed.json")
     ((ok > 0)) || die "$setup: no successful request in the fixed-rate run (see $raw/fixed.json)"
+    read -r n p50 p99 < <(steady_percentiles "$raw/fixed.db")
+    ((n > 0)) || die "$setup: no request recorded after the first ${SETTLE}s (see $raw/fixed.db)"
+    log "$setup: whole run incl. the first ${SETTLE}s: p50 $all50 ms, p99 $all99 ms"
+    WHOLE_P99+=("$setup $all99")
     local expected=$((RATE * DURATION))
     if ((ok * 100 < expected * 95)); then
         note "$setup: only $ok of $expected requests completed with 200 at the fixed rate"
@@ -531,6 +581,10 @@ measure() {
     # The app's own cost is the same in every setup; reported as a reference.
     app_us=$(per_req_us $((a1 - a0)) "$ok")
     APP_CPU+=("$setup $app_us")
+    PID_CPU_US=()   # per-process share, for callers with several processes
+    for pid in "${pids[@]}"; do
+        PID_CPU_US[$pid]=$(per_req_us $((p1[$pid] - p0[$pid])) "$ok")
+    done
     python3 - "$WORK/results/$setup.json" "$p50" "$p99" "$max_rps" "$cpu_us" \
         "$peak_kb" "$idle_kb" <<'EOF'
 import json, sys
@@ -544,6 +598,25 @@ EOF
 
 per_req_us() { # TICKS REQUESTS -> microseconds of CPU per request
     awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'
+}
+
+# steady_percentiles DB -> "count p50_ms p99_ms" of the 200 responses whose
+# scheduled start is at least SETTLE seconds into the run. oha stores every
+# successful request after the run (--db-url); `duration` is measured from the
+# scheduled start (latency correction). Nearest-rank percentiles.
+steady_percentiles() {
+    python3 - "$1" "$SETTLE" <<'EOF'
+import math, sqlite3, sys
+db, settle = sys.argv[1], float(sys.argv[2])
+rows = sqlite3.connect(db).execute(
+    "SELECT duration FROM oha WHERE status = 200"
+    " AND COALESCE(start_latency_correction, start) >= ? ORDER BY duration",
+    (settle,)).fetchall()
+lat = [r[0] * 1000.0 for r in rows]
+def pct(p):
+    return lat[max(0, math.ceil(p / 100.0 * len(lat)) - 1)] if lat else float("nan")
+print(len(lat), f"{pct(50):.4f}", f"{pct(99):.4f}")
+EOF
 }
 
 error_summary() { # oha JSON -> "msg: n; ..." (first 3)
@@ -578,7 +651,7 @@ bench_inbound() {
     idle=$(mem_kb VmRSS "$pid")
     expect_ok inbound "$(curl_mtls "https://localhost:$port/")"
     # Strict mTLS must refuse a client without a certificate.
-    if curl -sS --max-time 3 --resolve "localhost:$port:127.0.0.1" \
+    if curl -sS --http1.1 --max-time 3 --resolve "localhost:$port:127.0.0.1" \
         --cacert "$WORK/certs/ca.crt" "https://localhost:$port/" >/dev/null 2>&1; then
         note "inbound: strict mode accepted a client without a certificate"
     fi
@@ -601,6 +674,7 @@ bench_meshed() {
     expect_ok meshed "$(curl -sS --max-time 3 "http://127.0.0.1:$out_port/")"
     measure meshed "http://127.0.0.1:$out_port/" "" "$idle" "$out_pid" "$in_pid"
     note "meshed: peak RSS per sidecar: outbound $(mem_kb VmHWM "$out_pid") kB, inbound $(mem_kb VmHWM "$in_pid") kB"
+    note "meshed: cpu us/req per sidecar: outbound ${PID_CPU_US[$out_pid]}, inbound ${PID_CPU_US[$in_pid]}"
     stop_pids "$out_pid" "$in_pid"
 }
 
@@ -626,11 +700,26 @@ bench_nginx() {
 # --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
+# One line describing when, where and what was measured, for pasting results.
+run_context() {
+    local cpu commit
+    cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+    commit=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    if [[ -n $(git -C "$REPO_ROOT" status --porcelain 2>/dev/null) ]]; then
+        commit+="+dirty"
+    fi
+    printf '%s; %s, %s CPUs, Linux %s; source tree %s; oha %s; %s' \
+        "$(date -u '+%Y-%m-%d %H:%M UTC')" "${cpu:-unknown CPU}" "$(nproc)" \
+        "$(uname -r)" "$commit" "$(oha --version 2>&1 | awk '{ print $2; exit }')" \
+        "$(nginx -v 2>&1 | sed 's/^nginx version: //')"
+}
+
 report() {
     python3 - "$WORK/results" "$JSON_OUT" "$RATE" "$DURATION" "$MAX_CONNS" \
-        "$MAX_DURATION" "$FIXED_CONNS" <<'EOF'
+        "$MAX_DURATION" "$FIXED_CONNS" "$SETTLE" "$(run_context)" <<'EOF'
 import json, math, os, sys
-rdir, json_out, rate, dur, max_conns, max_dur, fixed_conns = sys.argv[1:]
+(rdir, json_out, rate, dur, max_conns, max_dur, fixed_conns, settle,
+ context) = sys.argv[1:]
 order = ["direct", "inbound", "meshed", "nginx"]
 res = {}
 for s in order:
@@ -638,8 +727,11 @@ for s in order:
     if os.path.exists(p):
         res[s] = json.load(open(p))
 
-print(f"### meshward benchmark ({rate} req/s fixed rate for {dur} s on {fixed_conns} "
-      f"connections; max throughput with {max_conns} connections for {max_dur} s)")
+print(f"### meshward benchmark: {rate} req/s fixed rate for {dur} s on {fixed_conns} "
+      f"connections (percentiles after the first {settle} s); max throughput with "
+      f"{max_conns} connections for {max_dur} s")
+print()
+print(f"Run: {context}")
 print()
 print("| setup | p50 ms | p99 ms | max rps | cpu us/req | peak rss KB | idle rss KB |")
 print("|---|---:|---:|---:|---:|---:|---:|")
@@ -702,6 +794,10 @@ EOF
         NOTES+=("app (nginx, 1 worker) cpu us/req during each fixed-rate run, for reference: $(
             printf '%s, ' "${APP_CPU[@]}" | sed 's/, $//')")
     fi
+    if ((${#WHOLE_P99[@]})); then
+        NOTES+=("p99 ms of the whole fixed-rate run, including the first ${SETTLE} s (connection set-up): $(
+            printf '%s, ' "${WHOLE_P99[@]}" | sed 's/, $//')")
+    fi
     if ((${#NOTES[@]})); then
         printf '\nNotes:\n\n'
         printf -- '- %s\n' "${NOTES[@]}"
@@ -733,6 +829,7 @@ main() {
         make_certs
         set_oha_mtls
     fi
+    check_quiet "before the run"
     read -r APP_PORT < <(free_ports 1)
     start_app
 
@@ -741,6 +838,8 @@ main() {
         log "=== $s ==="
         "bench_$s"
     done
+    stop_pids "$APP_PID"
+    check_quiet "after the run"
     report
 }
 

@@ -122,6 +122,8 @@ pub struct RawInbound {
     pub port_modes: BTreeMap<String, String>,
     /// Header that carries the verified peer identity to the app.
     pub identity_header: Option<String>,
+    /// HTTP version spoken to the app: `auto` (default), `http1` or `http2`.
+    pub app_protocol: Option<String>,
 }
 
 /// `outbound:` section.
@@ -270,6 +272,19 @@ pub struct Inbound {
     pub port_modes: BTreeMap<u16, MtlsMode>,
     /// Header carrying the peer identity to the app.
     pub identity_header: HeaderName,
+    /// HTTP version spoken to the app.
+    pub app_protocol: AppProtocolSetting,
+}
+
+/// Which HTTP version the inbound side speaks to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppProtocolSetting {
+    /// HTTP/1.1, except HTTP/2 for gRPC requests that arrived over HTTP/2.
+    Auto,
+    /// Always HTTP/1.1.
+    Http1,
+    /// Always HTTP/2 with prior knowledge (h2c).
+    Http2,
 }
 
 impl Inbound {
@@ -582,7 +597,27 @@ impl TryFrom<RawConfig> for Config {
                         format!("\"{header}\" is a hop-by-hop or framing header"),
                     ));
                 }
-                Some(Inbound { listen, app, transparent: i.transparent, app_host, mode, port_modes, identity_header })
+                let app_protocol = match i.app_protocol.as_deref().unwrap_or("auto") {
+                    "auto" => AppProtocolSetting::Auto,
+                    "http1" => AppProtocolSetting::Http1,
+                    "http2" => AppProtocolSetting::Http2,
+                    other => {
+                        return Err(invalid(
+                            "inbound.app_protocol",
+                            format!("unknown protocol \"{other}\" (expected auto, http1 or http2)"),
+                        ))
+                    }
+                };
+                Some(Inbound {
+                    listen,
+                    app,
+                    transparent: i.transparent,
+                    app_host,
+                    mode,
+                    port_modes,
+                    identity_header,
+                    app_protocol,
+                })
             }
         };
 
@@ -695,6 +730,8 @@ mod tests {
         assert!(e.contains("inbound.mode") && e.contains("\"lax\""), "{e}");
         let e = err("identity: {cert: c, key: k, trust_bundle: t}\ninbound: {app: 'localhost:80'}\n");
         assert!(e.contains("inbound.app") && e.contains("localhost:80"), "{e}");
+        let e = err("identity: {cert: c, key: k, trust_bundle: t}\ninbound: {app: 127.0.0.1:1, app_protocol: h3}\n");
+        assert!(e.contains("inbound.app_protocol") && e.contains("\"h3\""), "{e}");
         let e = err("inbound: {app: 127.0.0.1:1}\n");
         assert!(e.starts_with("identity:"), "{e}");
         let e = err(&format!(

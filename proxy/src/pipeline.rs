@@ -26,7 +26,7 @@ use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::config::{Inbound, Limits, OutboundListener};
+use crate::config::{AppProtocolSetting, Inbound, Limits, OutboundListener};
 use crate::http::body::{self, ProxyBody};
 use crate::http::error::ProxyError;
 use crate::http::forward::{AppClients, AppProtocol, PeerClients};
@@ -80,13 +80,8 @@ pub async fn inbound(
             parts.headers.insert(cfg.identity_header.clone(), v);
         }
     }
-    // The outbound sidecar tells us when an HTTP/1 request rode HTTP/2 between
-    // sidecars; only an authenticated peer may choose the app protocol that way.
-    let app_proto = match (version, &conn.peer_identity, orig_proto) {
-        (Version::HTTP_2, Some(_), Some(p)) if p.as_bytes().starts_with(b"HTTP/1") => AppProtocol::Http1,
-        (Version::HTTP_2, _, _) => AppProtocol::Http2,
-        _ => AppProtocol::Http1,
-    };
+    let app_proto =
+        app_protocol(cfg.app_protocol, version, conn.peer_identity.is_some(), orig_proto.as_ref(), &parts.headers);
 
     // 4-5: policy and detector verdicts arrive with issues #4 and #7.
 
@@ -158,6 +153,33 @@ pub async fn outbound(
         &trace.trace_id,
     );
     Ok(resp)
+}
+
+/// The HTTP version to speak to the app. `auto` speaks HTTP/1.1 (what most
+/// model servers serve) unless the request is gRPC over HTTP/2, which needs
+/// HTTP/2 end to end. The outbound sidecar marks HTTP/1 requests that rode
+/// HTTP/2 between sidecars; only an authenticated peer's mark counts.
+fn app_protocol(
+    setting: AppProtocolSetting,
+    version: Version,
+    from_mesh_peer: bool,
+    orig_proto: Option<&HeaderValue>,
+    headers: &http::HeaderMap,
+) -> AppProtocol {
+    match setting {
+        AppProtocolSetting::Http1 => AppProtocol::Http1,
+        AppProtocolSetting::Http2 => AppProtocol::Http2,
+        AppProtocolSetting::Auto => {
+            let was_http1 = from_mesh_peer && orig_proto.is_some_and(|p| p.as_bytes().starts_with(b"HTTP/1"));
+            let grpc =
+                headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            if version == Version::HTTP_2 && grpc && !was_http1 {
+                AppProtocol::Http2
+            } else {
+                AppProtocol::Http1
+            }
+        }
+    }
 }
 
 /// Refuses a declared `Content-Length` above the limit before connecting upstream.
@@ -272,6 +294,26 @@ mod tests {
         assert_eq!(u.to_string(), "http://127.0.0.1:9/");
         h.insert(HOST, HeaderValue::from_static("bad host"));
         assert!(upstream_uri(&"/".parse().expect("uri"), &h, fallback).is_err());
+    }
+
+    #[test]
+    fn auto_speaks_http2_to_the_app_only_for_grpc_over_http2() {
+        let grpc = {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc+proto"));
+            h
+        };
+        let json = http::HeaderMap::new();
+        let h1 = HeaderValue::from_static("HTTP/1.1");
+        let auto = AppProtocolSetting::Auto;
+        assert_eq!(app_protocol(auto, Version::HTTP_2, true, None, &grpc), AppProtocol::Http2);
+        assert_eq!(app_protocol(auto, Version::HTTP_2, false, None, &grpc), AppProtocol::Http2);
+        // curl --http2 or h2load against an HTTP/1.1 model server.
+        assert_eq!(app_protocol(auto, Version::HTTP_2, false, None, &json), AppProtocol::Http1);
+        assert_eq!(app_protocol(auto, Version::HTTP_11, true, None, &grpc), AppProtocol::Http1);
+        assert_eq!(app_protocol(auto, Version::HTTP_2, true, Some(&h1), &grpc), AppProtocol::Http1);
+        assert_eq!(app_protocol(AppProtocolSetting::Http2, Version::HTTP_11, false, None, &json), AppProtocol::Http2);
+        assert_eq!(app_protocol(AppProtocolSetting::Http1, Version::HTTP_2, true, None, &grpc), AppProtocol::Http1);
     }
 
     #[test]

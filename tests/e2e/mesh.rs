@@ -29,8 +29,8 @@ async fn http1_and_http2_reach_the_app_with_the_callers_identity() {
         assert_eq!(echo.header("x-app"), Some("kept"));
         let tp = echo.header("traceparent").expect("a traceparent is started");
         assert_eq!(tp.len(), 55, "{tp}");
-        // An HTTP/1 caller reaches the app over HTTP/1.1, an HTTP/2 caller over HTTP/2.
-        assert_eq!(echo.version, if h2 { "HTTP/2.0" } else { "HTTP/1.1" });
+        // Plain HTTP reaches the app as HTTP/1.1 whatever the caller spoke (auto).
+        assert_eq!(echo.version, "HTTP/1.1");
     }
     // A valid incoming traceparent passes unchanged and its trace id is logged.
     let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -63,6 +63,7 @@ async fn grpc_style_trailers_pass_over_http2() {
     let echo: Echo = serde_json::from_slice(&collected.to_bytes()).expect("echo");
     assert_eq!(echo.body_len, 8);
     assert_eq!(echo.header("te"), Some("trailers"));
+    assert_eq!(echo.version, "HTTP/2.0", "gRPC reaches the app over HTTP/2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,4 +126,37 @@ async fn permissive_port_accepts_plaintext_without_identity() {
         &[b"http/1.1"],
     );
     assert_eq!(mtls_get(inbound, cfg).await, Ok(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_http2_mtls_client_reaches_an_http1_only_app() {
+    // curl and h2load offer h2 in ALPN by default; most model servers speak HTTP/1.1.
+    let app = EchoApp::start_http1_only().await;
+    let pki = Pki::new();
+    let inbound = free_addr();
+    let server = Proxy::start(&format!(
+        "{}inbound: {{listen: '{inbound}', app: '{}'}}\n",
+        pki.identity_yaml("server"),
+        app.addr
+    ));
+    let p = pki.path();
+    let cfg = mtls_client_config(&p.join("client.crt"), &p.join("client.key"), &p.join("ca.crt"), &[b"h2"]);
+    let tcp = tokio::net::TcpStream::connect(inbound).await.expect("connect");
+    let name = rustls::pki_types::ServerName::IpAddress(inbound.ip().into());
+    let tls = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await.expect("mTLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::post(format!("https://{inbound}/v2/models/iris/infer"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200, "{}", server.logs());
+    let echo: Echo = serde_json::from_slice(&resp.into_body().collect().await.expect("body").to_bytes()).expect("echo");
+    assert_eq!(echo.version, "HTTP/1.1");
+    assert_eq!(echo.header(IDENTITY_HEADER), Some(CLIENT_ID));
 }

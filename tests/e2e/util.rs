@@ -227,11 +227,20 @@ impl Drop for EchoApp {
 
 impl EchoApp {
     pub async fn start() -> Self {
-        Self::start_with_delay(Duration::ZERO).await
+        Self::spawn(Duration::ZERO, false).await
+    }
+
+    /// An app that speaks only HTTP/1.1, like most model servers.
+    pub async fn start_http1_only() -> Self {
+        Self::spawn(Duration::ZERO, true).await
     }
 
     /// Like `start`, but each response waits `delay` first (for in-flight tests).
     pub async fn start_with_delay(delay: Duration) -> Self {
+        Self::spawn(delay, false).await
+    }
+
+    async fn spawn(delay: Duration, http1_only: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind app");
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(AtomicU64::new(0));
@@ -245,9 +254,9 @@ impl EchoApp {
                         let counter = counter.clone();
                         async move { echo(req, counter, delay).await }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder = if http1_only { builder.http1_only() } else { builder };
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });

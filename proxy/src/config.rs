@@ -86,6 +86,17 @@ pub struct RawConfig {
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: RawShutdown,
+    /// The async runtime.
+    #[serde(default)]
+    pub runtime: RawRuntime,
+}
+
+/// `runtime:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    /// Worker threads; 0 means one per CPU. Default 1.
+    pub worker_threads: Option<u64>,
 }
 
 /// `identity:` section.
@@ -221,6 +232,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Grace period for in-flight requests at shutdown.
     pub grace_period: Duration,
+    /// Worker threads of the runtime; 0 means one per CPU.
+    pub worker_threads: usize,
 }
 
 /// Certificate files.
@@ -687,7 +700,23 @@ impl TryFrom<RawConfig> for Config {
         let grace_period =
             duration("shutdown.grace_period", raw.shutdown.grace_period.as_ref(), Duration::from_secs(30))?;
 
-        Ok(Config { identity, inbound, outbound, admin_listen, limits, log: LogConfig { format, level }, grace_period })
+        let worker_threads = match raw.runtime.worker_threads {
+            None => 1,
+            Some(n) if n > 1024 => {
+                return Err(invalid("runtime.worker_threads", format!("{n} is too many (expected 0..=1024)")))
+            }
+            Some(n) => n as usize,
+        };
+        Ok(Config {
+            identity,
+            inbound,
+            outbound,
+            admin_listen,
+            limits,
+            log: LogConfig { format, level },
+            grace_period,
+            worker_threads,
+        })
     }
 }
 
@@ -724,6 +753,8 @@ mod tests {
     fn invalid_values_name_the_field_and_quote_the_value() {
         let e = err(&format!("{BASE}limits: {{header_read_timeout: soon}}\n"));
         assert!(e.contains("limits.header_read_timeout") && e.contains("\"soon\""), "{e}");
+        let e = err(&format!("{BASE}runtime: {{worker_threads: 5000}}\n"));
+        assert!(e.contains("runtime.worker_threads") && e.contains("5000"), "{e}");
         let e = err(&format!("{BASE}limits: {{max_connections: 0}}\n"));
         assert!(e.contains("limits.max_connections"), "{e}");
         let e = err("identity: {cert: c, key: k, trust_bundle: t}\ninbound: {app: 127.0.0.1:1, mode: lax}\n");

@@ -20,13 +20,13 @@ fn main() -> ExitCode {
             }
             Ok(config) => {
                 init_logging(config.log.format, &config.log.level);
-                runtime().and_then(|rt| rt.block_on(cli::run::run(config)))
+                runtime(config.worker_threads).and_then(|rt| rt.block_on(cli::run::run(config)))
             }
         },
         Command::Certs(cmd) => cli::certs::run(cmd),
         Command::Demo(args) => {
             init_logging(LogFormat::Text, "warn");
-            runtime().and_then(|rt| rt.block_on(meshward::demo::run(args)))
+            runtime(0).and_then(|rt| rt.block_on(meshward::demo::run(args)))
         }
     };
     match result {
@@ -38,8 +38,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+/// The async runtime: one thread (the sidecar default, measured cheapest per
+/// request in `tests/bench/mesh.sh`), `n` workers, or one per CPU for 0.
+fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    Ok(b.enable_all().build()?)
 }
 
 fn init_logging(format: LogFormat, level: &str) {

@@ -97,7 +97,11 @@ impl Proxy {
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = tick.tick() => reload_once(&store, &files, &metrics, false),
+                        _ = tick.tick() => {
+                            // File reads stay off the (single) request thread.
+                            let (store, files, metrics) = (store.clone(), files.clone(), metrics.clone());
+                            let _ = tokio::task::spawn_blocking(move || reload_once(&store, &files, &metrics, false)).await;
+                        }
                     }
                 }
             });

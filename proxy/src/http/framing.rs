@@ -360,8 +360,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
             if end == start {
                 return Poll::Ready(Ok(())); // real end of stream
             }
-            let fresh = buf.filled()[start..end].to_vec();
-            match this.feed(&fresh) {
+            // Inspected in place: body bytes are never copied.
+            match this.feed(&buf.filled()[start..end]) {
                 Ok(pass) => {
                     buf.set_filled(start + pass);
                     if let Some(e) = this.failed.take() {

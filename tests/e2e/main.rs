@@ -5,6 +5,7 @@
 mod util;
 
 mod config;
+mod grpc;
 mod lifecycle;
 mod limits;
 mod mesh;

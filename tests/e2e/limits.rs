@@ -86,3 +86,44 @@ async fn header_flood_and_slow_headers_are_cut_off_while_others_are_served() {
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert_eq!(app.count(), 5, "neither the flood nor the slow client reached the app");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_and_counted() {
+    let app = EchoApp::start().await;
+    let pki = Pki::new();
+    let inbound = free_addr();
+    let server = Proxy::start(&format!(
+        "{}inbound: {{listen: '{inbound}', app: '{}', mode: permissive}}\nlimits: {{max_connections: 2}}\n",
+        pki.identity_yaml("server"),
+        app.addr
+    ));
+    // Two idle connections take both slots.
+    let _a = tokio::net::TcpStream::connect(inbound).await.expect("a");
+    let _b = tokio::net::TcpStream::connect(inbound).await.expect("b");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = raw_exchange(inbound, b"GET / HTTP/1.1\r\nHost: m\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(answer.is_empty(), "third connection is closed: {answer:?}");
+    let m = server.metrics();
+    assert!(metric_sum(&m, "meshward_connections_refused_total", &["connection_limit"]) >= 1.0, "{m}");
+    // Slots free up when clients leave.
+    drop((_a, _b));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = get_echo(false, &format!("http://{inbound}/after"), &[]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_app_gives_502_with_a_reason() {
+    let pki = Pki::new();
+    let inbound = free_addr();
+    let dead = free_addr(); // nothing listens here
+    let server = Proxy::start(&format!(
+        "{}inbound: {{listen: '{inbound}', app: '{dead}', mode: permissive}}\n",
+        pki.identity_yaml("server")
+    ));
+    let answer =
+        raw_exchange(inbound, b"GET / HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer:?}");
+    assert!(answer.contains("upstream connect failed"), "{answer:?}");
+    assert!(server.logs().contains("upstream"), "the log has the cause");
+}

@@ -160,3 +160,63 @@ async fn a_direct_http2_mtls_client_reaches_an_http1_only_app() {
     assert_eq!(echo.version, "HTTP/1.1");
     assert_eq!(echo.header(IDENTITY_HEADER), Some(CLIENT_ID));
 }
+
+/// A TCP app that sends `banner` on connect (if any), then echoes lines upper-cased.
+async fn tcp_app(banner: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(banner).await;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n].to_ascii_uppercase()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_http_traffic_rides_mtls_as_opaque_tcp() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (banner, first) in [(&b""[..], "client speaks first"), (&b"220 ready\r\n"[..], "server speaks first")] {
+        let app = tcp_app(banner).await;
+        let pki = Pki::new();
+        let inbound = free_addr();
+        let outbound = free_addr();
+        let server =
+            Proxy::start(&format!("{}inbound: {{listen: '{inbound}', app: '{app}'}}\n", pki.identity_yaml("server")));
+        // protocol auto: a client that sends nothing HTTP-like within the
+        // detection window is carried as opaque TCP.
+        let client = Proxy::start(&format!(
+            "{}outbound: {{listeners: [{{name: db, listen: '{outbound}', target: '{inbound}', server_identity: '{SERVER_ID}'}}]}}\nlimits: {{protocol_detect_timeout: 300ms}}\n",
+            pki.identity_yaml("client")
+        ));
+        let mut s = tokio::net::TcpStream::connect(outbound).await.expect("connect");
+        let mut got = vec![0u8; banner.len()];
+        if !banner.is_empty() {
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+                .await
+                .expect("banner in time")
+                .expect("banner");
+            assert_eq!(got, banner, "{first}");
+        }
+        s.write_all(b"*1\r\n$4\r\nping\r\n").await.expect("write");
+        let mut reply = [0u8; 14];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut reply))
+            .await
+            .unwrap_or_else(|_| panic!("{first}: no echo\nclient:\n{}\nserver:\n{}", client.logs(), server.logs()))
+            .expect("echo");
+        assert_eq!(&reply, b"*1\r\n$4\r\nPING\r\n", "{first}");
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(server.logs().contains("\"protocol\":\"tcp\""), "{first}: opaque TCP logged with the peer identity");
+        assert!(server.logs().contains(CLIENT_ID), "{first}");
+    }
+}

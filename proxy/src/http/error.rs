@@ -26,9 +26,6 @@ pub enum ProxyError {
     /// The client did not complete a request head within `limits.header_read_timeout`.
     #[error("request head not received within limits.header_read_timeout")]
     HeaderTimeout,
-    /// The client sent the body too slowly or stopped.
-    #[error("client did not send the request in time")]
-    ClientTimeout,
     /// No upstream could be chosen (e.g. transparent without original destination).
     #[error("no route: {0}")]
     NoRoute(String),
@@ -69,7 +66,7 @@ impl ProxyError {
             Self::Framing(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::ClientTimeout | Self::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NoRoute(_) | Self::UpstreamConnect { .. } | Self::UpstreamIdentity { .. } | Self::Upstream(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -85,7 +82,6 @@ impl ProxyError {
             Self::BadRequest(r) => r,
             Self::BodyTooLarge => "request body too large",
             Self::HeadersTooLarge => "request headers too large",
-            Self::ClientTimeout => "request body timeout",
             Self::HeaderTimeout => "request header timeout",
             Self::NoRoute(_) => "no route to upstream",
             Self::UpstreamConnect { .. } => "upstream connect failed",
@@ -104,7 +100,6 @@ impl ProxyError {
             | Self::BadRequest(_)
             | Self::HeadersTooLarge
             | Self::BodyTooLarge
-            | Self::ClientTimeout
             | Self::HeaderTimeout => "client",
             Self::NoRoute(_) | Self::Unavailable(_) => "proxy",
             _ => "upstream",
@@ -149,7 +144,7 @@ mod tests {
     fn each_error_maps_to_its_status() {
         assert_eq!(ProxyError::Framing("x").status(), 400);
         assert_eq!(ProxyError::BodyTooLarge.status(), 413);
-        assert_eq!(ProxyError::ClientTimeout.status(), 408);
+        assert_eq!(ProxyError::HeaderTimeout.status(), 408);
         assert_eq!(ProxyError::UpstreamConnect { addr: "a".into(), cause: "b".into() }.status(), 502);
         assert_eq!(ProxyError::UpstreamTimeout.status(), 504);
         assert_eq!(ProxyError::Unavailable("no certificate").status(), 503);

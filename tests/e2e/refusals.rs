@@ -86,3 +86,42 @@ async fn a_sidecar_with_an_expired_certificate_is_not_ready() {
     let m = p.metrics();
     assert!(m.contains("meshward_certificate_valid 0"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_certificate_it_refuses_then_serves_once_the_files_appear() {
+    // cert-manager writes the Secret after the pod started.
+    let app = EchoApp::start().await;
+    let pki = Pki::new();
+    let later = tempfile::tempdir().expect("tempdir");
+    let d = later.path().display();
+    let inbound = free_addr();
+    let server = Proxy::spawn(
+        &format!(
+            "identity: {{cert: '{d}/tls.crt', key: '{d}/tls.key', trust_bundle: '{d}/ca.crt', reload_interval: 100ms}}\n\
+             inbound: {{listen: '{inbound}', app: '{}'}}\n",
+            app.addr
+        ),
+        &[],
+    );
+    let mut ready = None;
+    for _ in 0..100 {
+        ready = admin_get(server.admin, "/ready");
+        if ready.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (status, body) = ready.expect("admin answers");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("certificate"), "{body}");
+    let p = pki.path();
+    let client = mtls_client_config(&p.join("client.crt"), &p.join("client.key"), &p.join("ca.crt"), &[b"http/1.1"]);
+    assert!(mtls_get(inbound, client.clone()).await.is_err(), "fail closed without a certificate");
+
+    for (from, to) in [("server.crt", "tls.crt"), ("server.key", "tls.key"), ("ca.crt", "ca.crt")] {
+        std::fs::copy(p.join(from), later.path().join(to)).expect("copy");
+    }
+    server.wait_ready();
+    assert_eq!(mtls_get(inbound, client).await, Ok(200), "{}", server.logs());
+    assert_eq!(app.count(), 1);
+}

@@ -86,14 +86,10 @@ pub async fn inbound(
     // 4-5: policy and detector verdicts arrive with issues #4 and #7.
 
     // 6. Forward.
-    let result = async {
-        check_declared_length(&parts.headers, shared.limits.max_request_body_bytes)?;
-        parts.uri = upstream_uri(&parts.uri, &parts.headers, conn.app)?;
-        let req = Request::from_parts(parts, body::limited(incoming, shared.limits.max_request_body_bytes));
-        let fut = shared.apps.send(conn.app, app_proto, req);
-        tokio::time::timeout(shared.limits.request_timeout, fut).await.map_err(|_| ProxyError::UpstreamTimeout)?
-    }
-    .await;
+    let result = match upstream_request(parts, incoming, conn.app, &shared.limits) {
+        Ok(req) => within(shared.limits.request_timeout, shared.apps.send(conn.app, app_proto, req)).await,
+        Err(e) => Err(e),
+    };
 
     let peer = conn.peer_identity.as_ref().map_or("none", SpiffeId::as_str);
     let resp = finish(result, metrics::INBOUND, &shared.metrics, peer);
@@ -130,14 +126,10 @@ pub async fn outbound(
         parts.headers.insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
     }
     let expected = route.expected_identity(dest);
-    let result = async {
-        check_declared_length(&parts.headers, shared.limits.max_request_body_bytes)?;
-        parts.uri = upstream_uri(&parts.uri, &parts.headers, dest)?;
-        let req = Request::from_parts(parts, body::limited(incoming, shared.limits.max_request_body_bytes));
-        let fut = shared.peers.send(dest, expected, req);
-        tokio::time::timeout(shared.limits.request_timeout, fut).await.map_err(|_| ProxyError::UpstreamTimeout)?
-    }
-    .await;
+    let result = match upstream_request(parts, incoming, dest, &shared.limits) {
+        Ok(req) => within(shared.limits.request_timeout, shared.peers.send(dest, expected, req)).await,
+        Err(e) => Err(e),
+    };
     let peer = expected.map_or("any", SpiffeId::as_str);
     let resp = finish(result, metrics::OUTBOUND, &shared.metrics, peer);
     access_log(
@@ -180,6 +172,27 @@ fn app_protocol(
             }
         }
     }
+}
+
+/// The request as it goes upstream: absolute URI, body streamed with the size
+/// limit, a declared length over the limit refused before connecting.
+fn upstream_request(
+    mut parts: http::request::Parts,
+    incoming: Incoming,
+    fallback: SocketAddr,
+    limits: &Limits,
+) -> Result<Request<ProxyBody>, ProxyError> {
+    check_declared_length(&parts.headers, limits.max_request_body_bytes)?;
+    parts.uri = upstream_uri(&parts.uri, &parts.headers, fallback)?;
+    Ok(Request::from_parts(parts, body::limited(incoming, limits.max_request_body_bytes)))
+}
+
+/// Waits for the upstream's response head for at most `limit`.
+async fn within<F>(limit: std::time::Duration, fut: F) -> Result<Response<Incoming>, ProxyError>
+where
+    F: std::future::Future<Output = Result<Response<Incoming>, ProxyError>>,
+{
+    tokio::time::timeout(limit, fut).await.map_err(|_| ProxyError::UpstreamTimeout)?
 }
 
 /// Refuses a declared `Content-Length` above the limit before connecting upstream.

@@ -82,17 +82,9 @@ fn a_real_grpc_client_and_server_talk_through_the_mesh() {
     assert_eq!(line.trim(), "ready");
 
     let pki = Pki::new();
-    let inbound = free_addr();
-    let outbound = free_addr();
-    let server_proxy = Proxy::start(&format!(
-        "{}inbound: {{listen: '{inbound}', app: '127.0.0.1:{app_port}'}}\n",
-        pki.identity_yaml("server")
-    ));
-    let client_proxy = Proxy::start(&format!(
-        "{}outbound: {{listeners: [{{name: grpc, listen: '{outbound}', target: '{inbound}', server_identity: '{SERVER_ID}'}}]}}\n",
-        pki.identity_yaml("client")
-    ));
-
+    let app: std::net::SocketAddr = ([127, 0, 0, 1], app_port).into();
+    let (server_proxy, inbound) = pki.inbound_sidecar(app, "strict", "");
+    let (client_proxy, outbound) = pki.outbound_sidecar(inbound, SERVER_ID, "");
     let start = Instant::now();
     let out =
         Command::new("timeout").args(["60", "python3", "-c", CLIENT, &outbound.to_string()]).output().expect("client");

@@ -43,12 +43,8 @@ async fn smuggling_attempts_get_400_and_never_reach_the_app() {
 async fn header_flood_and_slow_headers_are_cut_off_while_others_are_served() {
     let app = EchoApp::start().await;
     let pki = Pki::new();
-    let inbound = free_addr();
-    let server = Proxy::start(&format!(
-        "{}inbound: {{listen: '{inbound}', app: '{}', mode: permissive}}\nlimits: {{header_read_timeout: 1s, max_header_bytes: 16384}}\n",
-        pki.identity_yaml("server"),
-        app.addr
-    ));
+    let (server, inbound) =
+        pki.inbound_sidecar(app.addr, "permissive", "limits: {header_read_timeout: 1s, max_header_bytes: 16384}\n");
 
     // Header flood: 64 KiB of headers.
     let mut flood = String::from("GET / HTTP/1.1\r\nHost: m\r\n");
@@ -91,12 +87,7 @@ async fn header_flood_and_slow_headers_are_cut_off_while_others_are_served() {
 async fn connections_over_the_limit_are_closed_and_counted() {
     let app = EchoApp::start().await;
     let pki = Pki::new();
-    let inbound = free_addr();
-    let server = Proxy::start(&format!(
-        "{}inbound: {{listen: '{inbound}', app: '{}', mode: permissive}}\nlimits: {{max_connections: 2}}\n",
-        pki.identity_yaml("server"),
-        app.addr
-    ));
+    let (server, inbound) = pki.inbound_sidecar(app.addr, "permissive", "limits: {max_connections: 2}\n");
     // Two idle connections take both slots.
     let _a = tokio::net::TcpStream::connect(inbound).await.expect("a");
     let _b = tokio::net::TcpStream::connect(inbound).await.expect("b");
@@ -115,12 +106,8 @@ async fn connections_over_the_limit_are_closed_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_app_gives_502_with_a_reason() {
     let pki = Pki::new();
-    let inbound = free_addr();
     let dead = free_addr(); // nothing listens here
-    let server = Proxy::start(&format!(
-        "{}inbound: {{listen: '{inbound}', app: '{dead}', mode: permissive}}\n",
-        pki.identity_yaml("server")
-    ));
+    let (server, inbound) = pki.inbound_sidecar(dead, "permissive", "");
     let answer =
         raw_exchange(inbound, b"GET / HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n", Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer:?}");

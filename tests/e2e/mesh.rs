@@ -109,12 +109,7 @@ async fn a_100_mb_streamed_upload_arrives_byte_exact() {
 async fn permissive_port_accepts_plaintext_without_identity() {
     let app = EchoApp::start().await;
     let pki = Pki::new();
-    let inbound = free_addr();
-    let server = Proxy::start(&format!(
-        "{}inbound: {{listen: '{inbound}', app: '{}', mode: permissive}}\n",
-        pki.identity_yaml("server"),
-        app.addr
-    ));
+    let (server, inbound) = pki.inbound_sidecar(app.addr, "permissive", "");
     let (status, echo) = get_echo(false, &format!("http://{inbound}/metrics"), &[(IDENTITY_HEADER, CLIENT_ID)]).await;
     assert_eq!(status, 200, "{}", server.logs());
     assert_eq!(echo.expect("echo").header(IDENTITY_HEADER), None, "plaintext carries no identity, spoofed or not");
@@ -133,12 +128,7 @@ async fn a_direct_http2_mtls_client_reaches_an_http1_only_app() {
     // curl and h2load offer h2 in ALPN by default; most model servers speak HTTP/1.1.
     let app = EchoApp::start_http1_only().await;
     let pki = Pki::new();
-    let inbound = free_addr();
-    let server = Proxy::start(&format!(
-        "{}inbound: {{listen: '{inbound}', app: '{}'}}\n",
-        pki.identity_yaml("server"),
-        app.addr
-    ));
+    let (server, inbound) = pki.inbound_sidecar(app.addr, "strict", "");
     let p = pki.path();
     let cfg = mtls_client_config(&p.join("client.crt"), &p.join("client.key"), &p.join("ca.crt"), &[b"h2"]);
     let tcp = tokio::net::TcpStream::connect(inbound).await.expect("connect");
@@ -188,16 +178,10 @@ async fn non_http_traffic_rides_mtls_as_opaque_tcp() {
     for (banner, first) in [(&b""[..], "client speaks first"), (&b"220 ready\r\n"[..], "server speaks first")] {
         let app = tcp_app(banner).await;
         let pki = Pki::new();
-        let inbound = free_addr();
-        let outbound = free_addr();
-        let server =
-            Proxy::start(&format!("{}inbound: {{listen: '{inbound}', app: '{app}'}}\n", pki.identity_yaml("server")));
+        let (server, inbound) = pki.inbound_sidecar(app, "strict", "");
         // protocol auto: a client that sends nothing HTTP-like within the
         // detection window is carried as opaque TCP.
-        let client = Proxy::start(&format!(
-            "{}outbound: {{listeners: [{{name: db, listen: '{outbound}', target: '{inbound}', server_identity: '{SERVER_ID}'}}]}}\nlimits: {{protocol_detect_timeout: 300ms}}\n",
-            pki.identity_yaml("client")
-        ));
+        let (client, outbound) = pki.outbound_sidecar(inbound, SERVER_ID, "limits: {protocol_detect_timeout: 300ms}\n");
         let mut s = tokio::net::TcpStream::connect(outbound).await.expect("connect");
         let mut got = vec![0u8; banner.len()];
         if !banner.is_empty() {

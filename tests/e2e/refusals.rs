@@ -48,17 +48,8 @@ async fn outbound_refuses_a_server_with_the_wrong_identity() {
     let app = EchoApp::start().await;
     let pki = Pki::new();
     // The server presents SERVER_ID, but the route expects another workload.
-    let inbound = free_addr();
-    let _server = Proxy::start(&format!(
-        "{}inbound: {{listen: '{inbound}', app: '{}'}}\n",
-        pki.identity_yaml("server"),
-        app.addr
-    ));
-    let outbound = free_addr();
-    let client = Proxy::start(&format!(
-        "{}outbound: {{listeners: [{{name: m, listen: '{outbound}', target: '{inbound}', server_identity: 'spiffe://e2e.test/ns/ml/sa/other'}}]}}\n",
-        pki.identity_yaml("client")
-    ));
+    let (_server, inbound) = pki.inbound_sidecar(app.addr, "strict", "");
+    let (client, outbound) = pki.outbound_sidecar(inbound, "spiffe://e2e.test/ns/ml/sa/other", "");
     let (status, _) = get_echo(false, &format!("http://{outbound}/x"), &[]).await;
     assert_eq!(status, 502, "{}", client.logs());
     assert_eq!(app.count(), 0, "nothing may be sent to an unexpected peer");

@@ -90,6 +90,28 @@ impl Pki {
         d
     }
 
+    /// A server-side sidecar with the `server` certificate: inbound on a free
+    /// port forwarding to `app` in `mode`, plus `extra` YAML. Waits until ready.
+    pub fn inbound_sidecar(&self, app: SocketAddr, mode: &str, extra: &str) -> (Proxy, SocketAddr) {
+        let inbound = free_addr();
+        let yaml = format!(
+            "{}inbound: {{listen: '{inbound}', app: '{app}', mode: {mode}}}\n{extra}",
+            self.identity_yaml("server")
+        );
+        (Proxy::start(&yaml), inbound)
+    }
+
+    /// A client-side sidecar with the `client` certificate: one outbound
+    /// listener on a free port to `target`, expecting `server_identity`.
+    pub fn outbound_sidecar(&self, target: SocketAddr, server_identity: &str, extra: &str) -> (Proxy, SocketAddr) {
+        let outbound = free_addr();
+        let yaml = format!(
+            "{}outbound: {{listeners: [{{name: up, listen: '{outbound}', target: '{target}', server_identity: '{server_identity}'}}]}}\n{extra}",
+            self.identity_yaml("client")
+        );
+        (Proxy::start(&yaml), outbound)
+    }
+
     /// YAML `identity:` section using NAME.crt/NAME.key and ca.crt.
     pub fn identity_yaml(&self, name: &str) -> String {
         format!(
@@ -372,17 +394,8 @@ impl Mesh {
     /// `server_extra` is appended to the server sidecar's YAML.
     pub async fn start_with(app: EchoApp, server_extra: &str) -> Self {
         let pki = Pki::new();
-        let inbound = free_addr();
-        let outbound = free_addr();
-        let server = Proxy::start(&format!(
-            "{}inbound: {{listen: '{inbound}', app: '{}', mode: strict}}\n{server_extra}",
-            pki.identity_yaml("server"),
-            app.addr
-        ));
-        let client = Proxy::start(&format!(
-            "{}outbound: {{listeners: [{{name: model, listen: '{outbound}', target: '{inbound}', server_identity: '{SERVER_ID}'}}]}}\n",
-            pki.identity_yaml("client")
-        ));
+        let (server, inbound) = pki.inbound_sidecar(app.addr, "strict", server_extra);
+        let (client, outbound) = pki.outbound_sidecar(inbound, SERVER_ID, "");
         Self { pki, app, server, client, inbound, outbound }
     }
 }

@@ -1,14 +1,38 @@
 //! # meshward-policies
 //!
 //! The policy language of meshward: the YAML file format
-//! (`apiVersion: meshward.dev/v1`), validation with precise errors,
-//! compilation into checked types and evaluation (authorization, JWT rules,
-//! rate-limit keys, detector actions).
+//! (`apiVersion: meshward.dev/v1`, Kubernetes-shaped, several documents per
+//! file), validation with `file:line:column` diagnostics that quote the bad
+//! value, compilation into checked types ([`compile`]) and evaluation
+//! ([`eval`]) with Istio's semantics.
 //!
 //! It never does I/O beyond parsing what it is handed: the proxy reads and
 //! watches files, this crate decides.
 //!
-//! The crate is founded with the workspace (issue #3); its content arrives
-//! with the policy issue (#4). Until then the proxy enforces no policy.
+//! Kinds so far: `AuthorizationPolicy` (ALLOW / DENY / AUDIT, dry-run).
+//! `RequestAuthentication` (JWT) and `RateLimitPolicy` are refused with a
+//! clear "not supported by this version yet" until they land (issue #4).
+//!
+//! ```
+//! let yaml = "apiVersion: meshward.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: gw-only}\n\
+//! spec:\n  rules:\n  - from: [{source: {principals: ['spiffe://cluster.local/ns/gw/sa/*']}}]\n";
+//! let policies = meshward_policies::compile::load_file("p.yaml", yaml).expect("valid");
+//! let headers: Vec<(&str, &str)> = Vec::new();
+//! let req = meshward_policies::eval::RequestAttrs {
+//!     method: "POST", path: "/v2/models/iris/infer", port: 8080,
+//!     peer: Some("spiffe://cluster.local/ns/gw/sa/api"), source_ip: [10, 0, 0, 1].into(),
+//!     headers: &headers, jwt: None,
+//! };
+//! let d = meshward_policies::eval::evaluate(&policies, &req);
+//! assert_eq!(d.verdict, meshward_policies::eval::Verdict::Allow);
+//! ```
 
 #![warn(missing_docs)]
+
+pub mod compile;
+pub mod eval;
+pub mod format;
+pub mod matcher;
+
+#[cfg(test)]
+mod tests;

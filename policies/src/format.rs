@@ -1,0 +1,167 @@
+//! The policy file format as written: YAML, several documents per file,
+//! Kubernetes-shaped (`apiVersion`, `kind`, `metadata`, `spec`). Field names
+//! follow Istio's `AuthorizationPolicy` so that security teams can read them
+//! without a manual. Unknown fields are errors everywhere.
+
+use serde::Deserialize;
+
+/// The only API version this crate reads.
+pub const API_VERSION: &str = "meshward.dev/v1";
+
+/// `apiVersion` and `kind`, read first to pick the spec type.
+#[derive(Debug, Deserialize)]
+pub struct RawHeader {
+    /// Must be [`API_VERSION`].
+    #[serde(rename = "apiVersion")]
+    pub api_version: Option<String>,
+    /// The kind of policy.
+    pub kind: Option<String>,
+}
+
+/// Object metadata.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetadata {
+    /// Unique name (per namespace).
+    pub name: String,
+    /// Namespace; empty means mesh-wide.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Free-form annotations.
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// An `AuthorizationPolicy` document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthorizationPolicy {
+    /// `meshward.dev/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// `AuthorizationPolicy`.
+    pub kind: String,
+    /// Name and namespace.
+    pub metadata: RawMetadata,
+    /// The rules.
+    pub spec: RawAuthorizationSpec,
+}
+
+/// `spec` of an `AuthorizationPolicy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAuthorizationSpec {
+    /// `ALLOW` (default), `DENY` or `AUDIT`.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Evaluated, logged and counted, never enforced.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Rules; any matching rule makes the policy match. An ALLOW policy with
+    /// no rules matches nothing; `rules: [{}]` matches everything.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+/// One rule: `from`, `to` and `when` AND together; entries of each list OR.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Who is calling.
+    #[serde(default)]
+    pub from: Vec<RawFrom>,
+    /// What is called.
+    #[serde(default)]
+    pub to: Vec<RawTo>,
+    /// Extra conditions.
+    #[serde(default)]
+    pub when: Vec<RawCondition>,
+}
+
+/// `from:` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFrom {
+    /// The source.
+    pub source: RawSource,
+}
+
+/// A request source. Every field set must match; values within a field OR.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawSource {
+    /// Peer SPIFFE IDs (`*` globs at either end), e.g. `spiffe://cluster.local/ns/gw/sa/*`.
+    #[serde(default)]
+    pub principals: Vec<String>,
+    /// Negated `principals`.
+    #[serde(default)]
+    pub not_principals: Vec<String>,
+    /// Peer namespaces (from the SPIFFE ID's `/ns/<namespace>/`).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Negated `namespaces`.
+    #[serde(default)]
+    pub not_namespaces: Vec<String>,
+    /// Client IP blocks (`10.0.0.0/8`, `2001:db8::1`).
+    #[serde(default)]
+    pub ip_blocks: Vec<String>,
+    /// Negated `ip_blocks`.
+    #[serde(default)]
+    pub not_ip_blocks: Vec<String>,
+    /// JWT principals `iss/sub` (globs allowed).
+    #[serde(default)]
+    pub request_principals: Vec<String>,
+    /// Negated `request_principals`.
+    #[serde(default)]
+    pub not_request_principals: Vec<String>,
+}
+
+/// `to:` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTo {
+    /// The operation.
+    pub operation: RawOperation,
+}
+
+/// A request operation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawOperation {
+    /// HTTP methods.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Negated `methods`.
+    #[serde(default)]
+    pub not_methods: Vec<String>,
+    /// Paths: exact, `*` globs at either end, or templates such as `/v2/models/{model}/infer`.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Negated `paths`.
+    #[serde(default)]
+    pub not_paths: Vec<String>,
+    /// App ports.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Negated `ports`.
+    #[serde(default)]
+    pub not_ports: Vec<u16>,
+}
+
+/// `when:` condition.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawCondition {
+    /// `request.auth.claims[name]` (nested: `claims[a][b]`), `request.headers[name]`,
+    /// `source.ip`, `source.principal`, `source.namespace`, `request.auth.principal`.
+    pub key: String,
+    /// Any of these matches (globs allowed).
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// None of these may match.
+    #[serde(default)]
+    pub not_values: Vec<String>,
+}

@@ -175,14 +175,22 @@ pub struct Condition {
 
 /// Loads every document of one policy file. All problems are reported, not only the first.
 pub fn load_file(file: &str, text: &str) -> Result<Vec<AuthorizationPolicy>, Vec<Diagnostic>> {
+    load_set(&[(file, text)])
+}
+
+/// Loads a set of files (name, contents) as one policy set, in order; names
+/// must be unique per namespace across the whole set.
+pub fn load_set(files: &[(&str, &str)]) -> Result<Vec<AuthorizationPolicy>, Vec<Diagnostic>> {
     let mut policies = Vec::new();
     let mut diags = Vec::new();
-    for doc in split_documents(text) {
-        let ctx = Doc { file, text: doc.text, first_line: doc.first_line };
-        match load_document(&ctx) {
-            Ok(Some(p)) => policies.push(p),
-            Ok(None) => {}
-            Err(d) => diags.extend(d),
+    for (file, text) in files {
+        for doc in split_documents(text) {
+            let ctx = Doc { file, text: doc.text, first_line: doc.first_line };
+            match load_document(&ctx) {
+                Ok(Some(p)) => policies.push(p),
+                Ok(None) => {}
+                Err(d) => diags.extend(d),
+            }
         }
     }
     let mut seen: Vec<(&Option<String>, &str, &Location)> = Vec::new();

@@ -24,6 +24,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Certs(cmd) => cli::certs::run(cmd),
+        Command::Policy(cmd) => match cli::policy::run(cmd) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Command::Demo(args) => {
             init_logging(LogFormat::Text, "warn");
             runtime(0).and_then(|rt| rt.block_on(meshward::demo::run(args)))

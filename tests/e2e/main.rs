@@ -9,5 +9,6 @@ mod grpc;
 mod lifecycle;
 mod limits;
 mod mesh;
+mod policy_cli;
 mod refusals;
 mod transparent;

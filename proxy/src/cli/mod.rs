@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 pub mod certs;
+pub mod policy;
 pub mod run;
 
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ pub enum Command {
     /// Development-only PKI: create a CA, issue SPIFFE workload certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Tools for policy authors: validate policy files offline.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Run a complete local mesh with an embedded model server and traffic.
     Demo(crate::demo::DemoArgs),
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::body::{ProxyBody, ProxyBodyExt};
 use crate::metrics::Metrics;
+use crate::policy_store::PolicyStore;
 use crate::tls::CertStore;
 
 /// What the admin server reports on.
@@ -23,6 +24,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Certificates; `None` when no listener needs them.
     pub store: Option<Arc<CertStore>>,
+    /// Authorization policies.
+    pub policies: Arc<PolicyStore>,
     /// False once shutdown began (so load balancers stop sending).
     pub accepting: AtomicBool,
 }
@@ -108,7 +111,36 @@ async fn handle(req: Request<Incoming>, state: Arc<AdminState>) -> Result<Respon
             };
             text(StatusCode::OK, "application/json", format!("{body}\n"))
         }
-        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found (try /live, /ready, /metrics, /identity)\n".into()),
+        "/policies" => {
+            let set = state.policies.current();
+            let policies: Vec<_> = set
+                .policies
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "name": p.name,
+                        "namespace": p.namespace,
+                        "action": p.action.to_string(),
+                        "dry_run": p.dry_run,
+                        "rules": p.rules.len(),
+                        "source": p.location.to_string(),
+                    })
+                })
+                .collect();
+            let files: Vec<_> = set.files.iter().map(|(f, h)| serde_json::json!({"path": f, "sha256": h})).collect();
+            let body = serde_json::json!({
+                "policies": policies,
+                "files": files,
+                "hash": set.hash,
+                "loaded_at": set.loaded_at.map(unix),
+            });
+            text(StatusCode::OK, "application/json", format!("{body}\n"))
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found (try /live, /ready, /metrics, /identity, /policies)\n".into(),
+        ),
     })
 }
 

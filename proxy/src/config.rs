@@ -89,6 +89,20 @@ pub struct RawConfig {
     /// The async runtime.
     #[serde(default)]
     pub runtime: RawRuntime,
+    /// Policy files.
+    #[serde(default)]
+    pub policy: RawPolicy,
+}
+
+/// `policy:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Policy files or directories (`*.yaml`, `*.yml`), e.g. a ConfigMap mount.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// How often the files are checked for changes. Default 2s.
+    pub reload_interval: Option<String>,
 }
 
 /// `runtime:` section.
@@ -234,6 +248,10 @@ pub struct Config {
     pub grace_period: Duration,
     /// Worker threads of the runtime; 0 means one per CPU.
     pub worker_threads: usize,
+    /// Policy files or directories; empty: no policy (everything allowed).
+    pub policy_paths: Vec<PathBuf>,
+    /// Poll interval for policy changes.
+    pub policy_reload_interval: Duration,
 }
 
 /// Certificate files.
@@ -716,6 +734,12 @@ impl TryFrom<RawConfig> for Config {
             log: LogConfig { format, level },
             grace_period,
             worker_threads,
+            policy_paths: raw.policy.paths,
+            policy_reload_interval: nonzero_duration(
+                "policy.reload_interval",
+                raw.policy.reload_interval.as_ref(),
+                Duration::from_secs(2),
+            )?,
         })
     }
 }

@@ -19,4 +19,5 @@ pub mod http;
 pub mod listen;
 pub mod metrics;
 pub mod pipeline;
+pub mod policy_store;
 pub mod tls;

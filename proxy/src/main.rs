@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use meshward::cli::{self, Cli, Command};
 use meshward::config::{Config, LogFormat};
+use meshward::policy_store::PolicyStore;
 
 /// Exit code for an invalid configuration (EX_CONFIG-style usage error).
 const EXIT_CONFIG: u8 = 64;
@@ -19,8 +20,16 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
             Ok(config) => {
+                // Policies are security decisions: an invalid set at start is fatal.
+                let policies = match PolicyStore::load(config.policy_paths.clone()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("meshward: invalid policy: {e:#}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                };
                 init_logging(config.log.format, &config.log.level);
-                runtime(config.worker_threads).and_then(|rt| rt.block_on(cli::run::run(config)))
+                runtime(config.worker_threads).and_then(|rt| rt.block_on(cli::run::run(config, policies)))
             }
         },
         Command::Certs(cmd) => cli::certs::run(cmd),

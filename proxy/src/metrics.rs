@@ -53,6 +53,19 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// Labels of a policy decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// allow, deny or audit.
+    pub decision: &'static str,
+    /// Policy name, or "(none)" when no ALLOW policy matched, "(default)" when none exists.
+    pub policy: String,
+    /// 1-based rule number, or "".
+    pub rule: String,
+    /// "true" for what a dry-run policy would have done.
+    pub dry_run: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~52 s, doubling.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 20))
@@ -78,6 +91,10 @@ pub struct Metrics {
     pub proxy_errors: Family<ReasonLabels, Counter>,
     /// Certificate file reloads by result.
     pub cert_reloads: Family<ResultLabel, Counter>,
+    /// Authorization decisions by decision, policy, rule and dry-run.
+    pub policy_decisions: Family<DecisionLabels, Counter>,
+    /// Policy file reloads by result.
+    pub policy_reloads: Family<ResultLabel, Counter>,
     /// Our certificate's notAfter as a Unix timestamp.
     pub cert_expiry: Gauge<f64, AtomicU64>,
     /// 1 when our certificate is loaded and currently valid.
@@ -97,6 +114,8 @@ impl Metrics {
             tls_handshake_failures: Family::default(),
             proxy_errors: Family::default(),
             cert_reloads: Family::default(),
+            policy_decisions: Family::default(),
+            policy_reloads: Family::default(),
             cert_expiry: Gauge::default(),
             cert_valid: Gauge::default(),
             registry: Registry::default(),
@@ -124,6 +143,12 @@ impl Metrics {
             "Requests answered by the proxy with an error, by reason",
             m.proxy_errors.clone(),
         );
+        registry.register(
+            "policy_decisions",
+            "Authorization decisions by decision, policy, rule and dry_run",
+            m.policy_decisions.clone(),
+        );
+        registry.register("policy_reloads", "Policy file reloads by result", m.policy_reloads.clone());
         registry.register("certificate_reloads", "Certificate file reloads by result", m.cert_reloads.clone());
         registry.register(
             "certificate_expiry_timestamp_seconds",

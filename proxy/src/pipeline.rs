@@ -31,8 +31,10 @@ use crate::http::body::{self, ProxyBody};
 use crate::http::error::ProxyError;
 use crate::http::forward::{AppClients, AppProtocol, PeerClients};
 use crate::http::headers::{self, ORIG_PROTO};
-use crate::metrics::{self, DirectionLabel, Metrics, ReasonLabels, RequestLabels};
+use crate::metrics::{self, DecisionLabels, DirectionLabel, Metrics, ReasonLabels, RequestLabels};
+use crate::policy_store::{PolicySet, PolicyStore};
 use crate::tls::{CertStore, SpiffeId};
+use meshward_policies::eval::{evaluate, HeaderLookup, Reason, RequestAttrs, Verdict};
 
 /// What every request handler shares.
 pub struct Shared {
@@ -46,6 +48,8 @@ pub struct Shared {
     pub apps: AppClients,
     /// Clients to peer sidecars.
     pub peers: PeerClients,
+    /// Authorization policies.
+    pub policies: Arc<PolicyStore>,
 }
 
 /// What an inbound connection knows about its peer.
@@ -83,12 +87,17 @@ pub async fn inbound(
     let app_proto =
         app_protocol(cfg.app_protocol, version, conn.peer_identity.is_some(), orig_proto.as_ref(), &parts.headers);
 
-    // 4-5: policy and detector verdicts arrive with issues #4 and #7.
+    // 4. Authorization policy (JWT authentication arrives with issue #4).
+    let authz = authorize(&shared.policies.current(), &method, &path, &parts.headers, &conn, &shared.metrics);
+    // 5. Detector verdicts arrive with issue #7.
 
     // 6. Forward.
-    let result = match upstream_request(parts, incoming, conn.app, &shared.limits) {
-        Ok(req) => within(shared.limits.request_timeout, shared.apps.send(conn.app, app_proto, req)).await,
-        Err(e) => Err(e),
+    let result = match authz {
+        Err(denied) => Err(denied),
+        Ok(()) => match upstream_request(parts, incoming, conn.app, &shared.limits) {
+            Ok(req) => within(shared.limits.request_timeout, shared.apps.send(conn.app, app_proto, req)).await,
+            Err(e) => Err(e),
+        },
     };
 
     let peer = conn.peer_identity.as_ref().map_or("none", SpiffeId::as_str);
@@ -145,6 +154,79 @@ pub async fn outbound(
         &trace.trace_id,
     );
     Ok(resp)
+}
+
+/// Header lookup over a request's header map, for policy conditions.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl HeaderLookup for Headers<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Evaluates the authorization policies; counts and logs the decision, what
+/// dry-run policies would have done, and AUDIT matches.
+fn authorize(
+    set: &PolicySet,
+    method: &http::Method,
+    path: &str,
+    headers: &http::HeaderMap,
+    conn: &InboundConn,
+    m: &Metrics,
+) -> Result<(), ProxyError> {
+    if set.policies.is_empty() {
+        return Ok(());
+    }
+    let headers = Headers(headers);
+    let req = RequestAttrs {
+        method: method.as_str(),
+        path,
+        port: conn.app.port(),
+        peer: conn.peer_identity.as_ref().map(SpiffeId::as_str),
+        source_ip: conn.client_addr.ip(),
+        headers: &headers,
+        jwt: None,
+    };
+    let d = evaluate(&set.policies, &req);
+    let count = |verdict: Verdict, reason: &Reason, dry_run: &'static str| {
+        let (policy, rule) = match reason {
+            Reason::Allowed(r) | Reason::Denied(r) => (r.policy.clone(), r.rule.to_string()),
+            Reason::NoAllowMatched => ("(none)".to_owned(), String::new()),
+            Reason::NoAllowPolicies => ("(default)".to_owned(), String::new()),
+        };
+        let decision = if verdict == Verdict::Allow { "allow" } else { "deny" };
+        m.policy_decisions.get_or_create(&DecisionLabels { decision, policy, rule, dry_run }).inc();
+    };
+    count(d.verdict, &d.reason, "false");
+    if let Some((verdict, reason)) = &d.dry_run {
+        count(*verdict, reason, "true");
+        tracing::info!(target: "meshward::policy", path, peer = ?req.peer, would = ?verdict, reason = %describe(reason), "dry-run policy would change the decision");
+    }
+    for a in &d.audited {
+        m.policy_decisions
+            .get_or_create(&DecisionLabels {
+                decision: "audit",
+                policy: a.policy.clone(),
+                rule: a.rule.to_string(),
+                dry_run: "false",
+            })
+            .inc();
+        tracing::info!(target: "meshward::policy", path, peer = ?req.peer, policy = %a.policy, rule = a.rule, "audit policy matched");
+    }
+    match d.verdict {
+        Verdict::Allow => Ok(()),
+        Verdict::Deny => Err(ProxyError::PolicyDenied(describe(&d.reason))),
+    }
+}
+
+/// `policy 'name' rule N`, or why no policy decided.
+fn describe(reason: &Reason) -> String {
+    match reason {
+        Reason::Allowed(r) | Reason::Denied(r) => format!("policy '{}' rule {}", r.policy, r.rule),
+        Reason::NoAllowMatched => "no ALLOW policy matched".to_owned(),
+        Reason::NoAllowPolicies => "no ALLOW policy".to_owned(),
+    }
 }
 
 /// The HTTP version to speak to the app. `auto` speaks HTTP/1.1 (what most

@@ -9,6 +9,7 @@ mod grpc;
 mod lifecycle;
 mod limits;
 mod mesh;
+mod policy;
 mod policy_cli;
 mod refusals;
 mod transparent;

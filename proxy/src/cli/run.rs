@@ -15,6 +15,7 @@ use crate::http::forward::{AppClients, PeerClients};
 use crate::listen;
 use crate::metrics::{Metrics, ResultLabel};
 use crate::pipeline::Shared;
+use crate::policy_store::PolicyStore;
 use crate::tls::CertStore;
 
 /// A proxy whose listeners are bound (so their addresses are known) but not yet serving.
@@ -41,7 +42,7 @@ pub struct Addresses {
 impl Proxy {
     /// Loads certificates (a failure is logged, not fatal: the proxy starts
     /// not ready and refuses TLS until they load) and binds every listener.
-    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+    pub async fn bind(config: Config, policies: Arc<PolicyStore>) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
         let store = Arc::new(CertStore::default());
         if let Some(files) = &config.identity {
@@ -53,6 +54,7 @@ impl Proxy {
             store: store.clone(),
             apps: AppClients::new(config.limits.connect_timeout),
             peers: PeerClients::new(store.clone(), config.limits.connect_timeout),
+            policies: policies.clone(),
         });
         let bind = |addr: SocketAddr, what: String| async move {
             TcpListener::bind(addr).await.with_context(|| format!("cannot bind {what} on {addr}"))
@@ -66,8 +68,12 @@ impl Proxy {
         for o in &config.outbound {
             outbound.push(bind(o.listen, format!("outbound listener '{}'", o.name)).await?);
         }
-        let admin =
-            Arc::new(AdminState { metrics, store: config.identity.as_ref().map(|_| store), accepting: true.into() });
+        let admin = Arc::new(AdminState {
+            metrics,
+            store: config.identity.as_ref().map(|_| store),
+            policies,
+            accepting: true.into(),
+        });
         Ok(Self { config, shared, admin, admin_listener, inbound, outbound })
     }
 
@@ -101,6 +107,40 @@ impl Proxy {
                             // File reads stay off the (single) request thread.
                             let (store, files, metrics) = (store.clone(), files.clone(), metrics.clone());
                             let _ = tokio::task::spawn_blocking(move || reload_once(&store, &files, &metrics, false)).await;
+                        }
+                    }
+                }
+            });
+        }
+        if !self.config.policy_paths.is_empty() {
+            let (policies, metrics) = (self.shared.policies.clone(), self.shared.metrics.clone());
+            let (every, stop) = (self.config.policy_reload_interval, conn_shutdown.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut last_error = String::new();
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let p = policies.clone();
+                    let Ok(result) = tokio::task::spawn_blocking(move || p.reload()).await else { continue };
+                    match result {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            last_error.clear();
+                            metrics.policy_reloads.get_or_create(&ResultLabel { result: "success" }).inc();
+                            let set = policies.current();
+                            tracing::info!(policies = set.policies.len(), hash = %set.hash, "policy set reloaded");
+                        }
+                        Err(e) => {
+                            metrics.policy_reloads.get_or_create(&ResultLabel { result: "failure" }).inc();
+                            let msg = e.to_string();
+                            if msg != last_error {
+                                tracing::error!(error = %msg, "policy reload refused; keeping the last good policy set");
+                                last_error = msg;
+                            }
                         }
                     }
                 }
@@ -188,8 +228,10 @@ pub async fn termination_signal() {
 }
 
 /// `meshward run`: serve until a termination signal.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let proxy = Proxy::bind(config).await?;
+pub async fn run(config: Config, policies: PolicyStore) -> anyhow::Result<()> {
+    let set = policies.current();
+    tracing::info!(policies = set.policies.len(), files = set.files.len(), "policy set loaded");
+    let proxy = Proxy::bind(config, Arc::new(policies)).await?;
     let addrs = proxy.addresses();
     tracing::info!(admin = %addrs.admin, inbound = ?addrs.inbound, outbound = ?addrs.outbound, "meshward started");
     let shutdown = CancellationToken::new();

@@ -24,6 +24,7 @@ use crate::cli::certs::{write_pem, DevCa, Validity};
 use crate::cli::run::Proxy;
 use crate::config::Config;
 use crate::http::headers::DEFAULT_IDENTITY_HEADER;
+use crate::policy_store::PolicyStore;
 use crate::tls::SpiffeId;
 
 /// Arguments of `meshward demo`.
@@ -76,7 +77,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          inbound: {{listen: '127.0.0.1:0', app: '{app_addr}', mode: strict}}\n\
          admin: {{listen: '127.0.0.1:0'}}\n"
     ))?;
-    let server = Proxy::bind(server_cfg).await?;
+    let no_policy = || PolicyStore::load(Vec::new()).map(Arc::new);
+    let server = Proxy::bind(server_cfg, no_policy()?).await?;
     let server_addrs = server.addresses();
     let inbound = server_addrs.inbound.context("inbound address")?;
     let client_cfg = Config::from_yaml(&format!(
@@ -84,7 +86,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          outbound: {{listeners: [{{name: iris, listen: '127.0.0.1:0', target: '{inbound}', server_identity: '{SERVER_ID}', protocol: http}}]}}\n\
          admin: {{listen: '127.0.0.1:0'}}\n"
     ))?;
-    let client = Proxy::bind(client_cfg).await?;
+    let client = Proxy::bind(client_cfg, no_policy()?).await?;
     let client_addrs = client.addresses();
     let outbound = client_addrs.outbound.first().map(|(_, a)| *a).context("outbound address")?;
     let (s1, s2) = (stop.clone(), stop.clone());

@@ -54,6 +54,9 @@ pub enum ProxyError {
     /// The upstream broke the exchange after connecting.
     #[error("upstream failed: {0}")]
     Upstream(String),
+    /// An authorization policy denied the request.
+    #[error("denied: {0}")]
+    PolicyDenied(String),
     /// meshward is not ready (no valid certificate) or over a limit.
     #[error("unavailable: {0}")]
     Unavailable(&'static str),
@@ -72,6 +75,7 @@ impl ProxyError {
             }
             Self::UpstreamConnectTimeout(_) | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PolicyDenied(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -90,6 +94,7 @@ impl ProxyError {
             Self::UpstreamIdentity { .. } => "upstream identity mismatch",
             Self::Upstream(_) => "upstream reset",
             Self::Unavailable(r) => r,
+            Self::PolicyDenied(_) => "denied by policy",
         }
     }
 
@@ -102,17 +107,29 @@ impl ProxyError {
             | Self::BodyTooLarge
             | Self::HeaderTimeout => "client",
             Self::NoRoute(_) | Self::Unavailable(_) => "proxy",
+            Self::PolicyDenied(_) => "policy",
             _ => "upstream",
         }
     }
 
     /// The response the client gets. Client errors close the connection.
     pub fn to_response(&self) -> Response<ProxyBody> {
-        let mut resp = Response::new(ProxyBody::full(Bytes::from(format!("{}\n", self.reason()))));
+        // A denial names the policy and rule that decided, so teams can tell
+        // which rule to look at; everything else gets its fixed reason.
+        let body = match self {
+            Self::PolicyDenied(_) => format!("{self}\n"),
+            _ => format!("{}\n", self.reason()),
+        };
+        let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert("x-meshward-error", HeaderValue::from_static(self.reason()));
+        if let Self::PolicyDenied(which) = self {
+            if let Ok(v) = HeaderValue::from_str(which) {
+                h.insert("x-meshward-policy", v);
+            }
+        }
         if self.origin() == "client" {
             h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }

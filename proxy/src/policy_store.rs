@@ -1,0 +1,95 @@
+//! The loaded policy set: read from files, swapped atomically when they
+//! change (polled by content hash, like certificates; see `tls::store`), and
+//! evaluated per request so changes reach already-open connections.
+//! A set that does not validate at start is fatal; on reload it is refused,
+//! logged with its diagnostics and counted, and the last good set stays.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use meshward_policies::compile::{load_set, AuthorizationPolicy, Diagnostic};
+use sha2::{Digest, Sha256};
+
+/// One loaded, valid policy set.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    /// Policies in file order.
+    pub policies: Vec<AuthorizationPolicy>,
+    /// Files and the SHA-256 of their content.
+    pub files: Vec<(String, String)>,
+    /// SHA-256 over all files.
+    pub hash: String,
+    /// When it was loaded.
+    pub loaded_at: Option<SystemTime>,
+}
+
+/// Why a policy set could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A file or directory could not be read.
+    #[error("{0}")]
+    Read(String),
+    /// The files do not validate.
+    #[error("{} problems:\n{}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// The current policy set.
+#[derive(Debug)]
+pub struct PolicyStore {
+    paths: Vec<PathBuf>,
+    current: ArcSwap<PolicySet>,
+}
+
+impl PolicyStore {
+    /// Loads `paths` now; an invalid set is an error (fail closed at start).
+    pub fn load(paths: Vec<PathBuf>) -> Result<Self, PolicyError> {
+        let set = read_set(&paths)?;
+        Ok(Self { paths, current: ArcSwap::from_pointee(set) })
+    }
+
+    /// The current set.
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
+    /// Reloads if the files changed. `Ok(true)` when a new set was swapped in.
+    pub fn reload(&self) -> Result<bool, PolicyError> {
+        if self.paths.is_empty() {
+            return Ok(false);
+        }
+        let set = read_set(&self.paths)?;
+        if set.hash == self.current().hash {
+            return Ok(false);
+        }
+        self.current.store(Arc::new(set));
+        Ok(true)
+    }
+}
+
+fn read_set(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
+    if paths.is_empty() {
+        return Ok(PolicySet { loaded_at: Some(SystemTime::now()), ..PolicySet::default() });
+    }
+    let files = crate::cli::policy::policy_files(paths).map_err(|e| PolicyError::Read(format!("{e:#}")))?;
+    let mut texts = Vec::new();
+    let mut all = Sha256::new();
+    let mut hashes = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| PolicyError::Read(format!("{}: {e}", f.display())))?;
+        let h = Sha256::digest(text.as_bytes());
+        all.update(f.display().to_string().as_bytes());
+        all.update(h);
+        hashes.push((f.display().to_string(), hex(&h)));
+        texts.push((f.display().to_string(), text));
+    }
+    let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let policies = load_set(&refs).map_err(PolicyError::Invalid)?;
+    Ok(PolicySet { policies, files: hashes, hash: hex(&all.finalize()), loaded_at: Some(SystemTime::now()) })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

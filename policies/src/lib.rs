@@ -29,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cases;
 pub mod compile;
 pub mod eval;
 pub mod format;

@@ -51,3 +51,32 @@ fn broken_files_get_precise_diagnostics_and_exit_1() {
     assert!(out.contains(&format!("{b}:6:32: policy 'infer', rule 1: paths: invalid pattern \"v2/x\"")), "{out}");
     assert!(out.contains(&format!("{b}:8:1: duplicate policy name \"shared\" (first defined at {a}:7:1)")), "{out}");
 }
+
+#[test]
+fn policy_test_runs_the_shipped_cases_and_reports_failures() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let run = |cases: &str| {
+        let out = Command::new(BIN)
+            .args(["policy", "test", &format!("{root}/policies/examples"), "--cases", cases])
+            .output()
+            .expect("run");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = run(&format!("{root}/policies/cases/ml-platform.yaml"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("PASS  the gateway may run inference: allow by policy 'infer-from-gateway-only' rule 1"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = dir.path().join("c.yaml");
+    std::fs::write(
+        &cases,
+        "cases:\n- name: batch may infer\n  request: {method: POST, path: /v2/models/m/infer, peer: 'spiffe://cluster.local/ns/batch/sa/x'}\n  expect: allow\n",
+    )
+    .expect("write");
+    let (code, out) = run(cases.to_str().expect("utf8"));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  batch may infer: expected allow, got deny: no ALLOW policy matched"), "{out}");
+}

@@ -15,6 +15,16 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Run table-driven cases (request -> expected decision) against policies;
+    /// reports which policy and rule decided each case; exit 0 when all pass.
+    Test {
+        /// Policy files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Cases file (YAML: `cases: [{name, request: {method, path, peer, ip, headers, jwt}, expect, policy, rule}]`).
+        #[arg(long)]
+        cases: PathBuf,
+    },
 }
 
 /// Policy files under `paths`: files as given, directories' `*.yaml`/`*.yml`
@@ -49,30 +59,57 @@ fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+type Loaded = Result<Vec<meshward_policies::compile::AuthorizationPolicy>, Vec<meshward_policies::compile::Diagnostic>>;
+
+/// Reads and compiles the policy files under `paths`; returns the file count too.
+fn load(paths: &[PathBuf]) -> anyhow::Result<(usize, Loaded)> {
+    let files = policy_files(paths)?;
+    let mut texts = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?;
+        texts.push((f.display().to_string(), text));
+    }
+    let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    Ok((files.len(), meshward_policies::compile::load_set(&refs)))
+}
+
+/// Prints diagnostics; exit status 1.
+fn report_invalid(diags: &[meshward_policies::compile::Diagnostic], files: usize) -> ExitCode {
+    for d in diags {
+        println!("{d}");
+    }
+    eprintln!("{} problems in {files} files", diags.len());
+    ExitCode::from(1)
+}
+
 /// Runs `meshward policy ...`.
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PolicyCommand::Check { paths } => {
-            let files = policy_files(&paths)?;
-            let mut texts = Vec::new();
-            for f in &files {
-                let text = std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?;
-                texts.push((f.display().to_string(), text));
+        PolicyCommand::Check { paths } => match load(&paths)? {
+            (files, Ok(policies)) => {
+                println!("{} policies in {files} files: ok", policies.len());
+                Ok(ExitCode::SUCCESS)
             }
-            let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
-            match meshward_policies::compile::load_set(&refs) {
-                Ok(policies) => {
-                    println!("{} policies in {} files: ok", policies.len(), files.len());
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(diags) => {
-                    for d in &diags {
-                        println!("{d}");
-                    }
-                    eprintln!("{} problems in {} files", diags.len(), files.len());
-                    Ok(ExitCode::from(1))
+            (files, Err(diags)) => Ok(report_invalid(&diags, files)),
+        },
+        PolicyCommand::Test { paths, cases } => {
+            let policies = match load(&paths)? {
+                (_, Ok(p)) => p,
+                (files, Err(diags)) => return Ok(report_invalid(&diags, files)),
+            };
+            let text = std::fs::read_to_string(&cases).with_context(|| format!("{}", cases.display()))?;
+            let parsed = meshward_policies::cases::parse_cases(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cases.display()))?;
+            let results = meshward_policies::cases::run_cases(&policies, &parsed);
+            for r in &results {
+                match &r.expected {
+                    None => println!("PASS  {}: {}", r.name, r.got),
+                    Some(want) => println!("FAIL  {}: expected {want}, got {}", r.name, r.got),
                 }
             }
+            let failed = results.iter().filter(|r| !r.passed).count();
+            println!("{} passed, {failed} failed", results.len() - failed);
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
 }

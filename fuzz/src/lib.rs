@@ -17,8 +17,48 @@ use tokio::io::{AsyncRead, ReadBuf};
 pub type Check = fn(&[u8]);
 
 /// Fuzz target names and their checks, for replaying files.
-pub const TARGETS: &[(&str, Check)] =
-    &[("config_file", check_config), ("spiffe_id", check_spiffe_id), ("http1_request_head", check_http1_request_head)];
+pub const TARGETS: &[(&str, Check)] = &[
+    ("config_file", check_config),
+    ("spiffe_id", check_spiffe_id),
+    ("http1_request_head", check_http1_request_head),
+    ("policy_file", check_policy_file),
+];
+
+// ------------------------------------------------------------ policy_file
+
+/// Policy file text: loading never panics and is deterministic; every
+/// diagnostic points inside the file; an accepted set evaluates a request
+/// without panicking, the same way twice.
+pub fn check_policy_file(data: &[u8]) {
+    use meshward_policies::compile::load_file;
+    use meshward_policies::eval::{evaluate, RequestAttrs};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let lines = text.lines().count().max(1) + 1;
+    match (load_file("p.yaml", text), load_file("p.yaml", text)) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a.len(), b.len(), "same text, different sets");
+            let headers: Vec<(&str, &str)> = vec![("x-debug", "1"), ("x-tenant", "acme")];
+            let req = RequestAttrs {
+                method: "POST",
+                path: "/v2/models/iris/infer",
+                port: 8080,
+                peer: Some("spiffe://cluster.local/ns/gateway/sa/api"),
+                source_ip: [10, 0, 0, 1].into(),
+                headers: &headers,
+                jwt: None,
+            };
+            assert_eq!(evaluate(&a, &req), evaluate(&b, &req), "same set, different decisions");
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b, "same text, different diagnostics");
+            for d in &a {
+                assert!(d.location.line >= 1 && d.location.line <= lines, "diagnostic outside the file: {d}");
+                assert!(!d.message.is_empty(), "empty message at {}", d.location);
+            }
+        }
+        _ => panic!("same text, accepted once and refused once"),
+    }
+}
 
 // ------------------------------------------------------------ config_file
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use meshward_fuzz::{check_config, check_http1_request_head, check_spiffe_id, HTTP1_HEADER};
+use meshward_fuzz::{check_config, check_http1_request_head, check_policy_file, check_spiffe_id, HTTP1_HEADER};
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -41,6 +41,11 @@ fn config_file_seeds() {
 #[test]
 fn spiffe_id_seeds() {
     assert!(replay("spiffe_id", check_spiffe_id) >= 5, "seeds/spiffe_id is missing");
+}
+
+#[test]
+fn policy_file_seeds() {
+    assert!(replay("policy_file", check_policy_file) >= 5, "seeds/policy_file is missing");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! within a source or operation every field that is set must match, and a
 //! `not*` field must not. Paths are matched without the query string.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::compile::{Action, AuthorizationPolicy, Condition, Key, Operation, Rule, Source, Values};
@@ -184,46 +185,45 @@ fn operation_matches(o: &Operation, req: &RequestAttrs<'_>) -> bool {
 }
 
 fn condition_matches(c: &Condition, req: &RequestAttrs<'_>) -> bool {
-    match (&c.values, &c.key) {
-        (Values::Ips { values, not_values }, _) => field(values, not_values, |n| n.contains(&req.source_ip)),
-        (Values::Patterns { values, not_values }, key) => {
-            let candidates: Vec<String> = match key {
-                Key::Claim(path) => claim_values(req.jwt.map(|j| &j.claims), path),
-                Key::Header(name) => req.headers.header(name).map(str::to_owned).into_iter().collect(),
-                Key::RequestPrincipal => req.jwt.map(|j| j.principal.clone()).into_iter().collect(),
-                Key::SourcePrincipal => req.peer.map(str::to_owned).into_iter().collect(),
-                Key::SourceNamespace => req.peer.and_then(namespace_of).map(str::to_owned).into_iter().collect(),
-                Key::SourceIp => vec![req.source_ip.to_string()],
-            };
-            if candidates.is_empty() {
-                return values.is_empty();
-            }
-            (values.is_empty() || candidates.iter().any(|c| values.iter().any(|p| p.matches(c))))
-                && !candidates.iter().any(|c| not_values.iter().any(|p| p.matches(c)))
-        }
+    let (values, not_values) = match &c.values {
+        Values::Ips { values, not_values } => return field(values, not_values, |n| n.contains(&req.source_ip)),
+        Values::Patterns { values, not_values } => (values, not_values),
+    };
+    // Borrowed candidates: no allocation on the request path except for
+    // non-string claims and source.ip, which must be rendered as text.
+    let mut candidates: Vec<Cow<'_, str>> = Vec::new();
+    match &c.key {
+        Key::Claim(path) => claim_values(req.jwt.map(|j| &j.claims), path, &mut candidates),
+        Key::Header(name) => candidates.extend(req.headers.header(name).map(Cow::Borrowed)),
+        Key::RequestPrincipal => candidates.extend(req.jwt.map(|j| Cow::Borrowed(j.principal.as_str()))),
+        Key::SourcePrincipal => candidates.extend(req.peer.map(Cow::Borrowed)),
+        Key::SourceNamespace => candidates.extend(req.peer.and_then(namespace_of).map(Cow::Borrowed)),
+        Key::SourceIp => candidates.push(Cow::Owned(req.source_ip.to_string())),
     }
+    if candidates.is_empty() {
+        return values.is_empty();
+    }
+    (values.is_empty() || candidates.iter().any(|c| values.iter().any(|p| p.matches(c))))
+        && !candidates.iter().any(|c| not_values.iter().any(|p| p.matches(c)))
 }
 
-/// String forms of a claim: a string, a number or boolean, or each element of a list.
-fn claim_values(claims: Option<&serde_json::Value>, path: &[String]) -> Vec<String> {
-    let mut v = match claims {
-        Some(c) => c,
-        None => return Vec::new(),
-    };
+/// Text forms of a claim: a string, a number or boolean, or each element of a list.
+fn claim_values<'a>(claims: Option<&'a serde_json::Value>, path: &[String], out: &mut Vec<Cow<'a, str>>) {
+    let Some(mut v) = claims else { return };
     for key in path {
         match v.get(key) {
             Some(next) => v = next,
-            None => return Vec::new(),
+            None => return,
         }
     }
-    let scalar = |x: &serde_json::Value| match x {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
+    let scalar = |x: &'a serde_json::Value| match x {
+        serde_json::Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+        serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        serde_json::Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     };
     match v {
-        serde_json::Value::Array(items) => items.iter().filter_map(scalar).collect(),
-        other => scalar(other).into_iter().collect(),
+        serde_json::Value::Array(items) => out.extend(items.iter().filter_map(scalar)),
+        other => out.extend(scalar(other)),
     }
 }

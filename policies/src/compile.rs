@@ -184,6 +184,19 @@ pub fn load_set(files: &[(&str, &str)]) -> Result<Vec<AuthorizationPolicy>, Vec<
     let mut policies = Vec::new();
     let mut diags = Vec::new();
     for (file, text) in files {
+        // A lone CR is a line break to YAML but not to `file:line` readers;
+        // refuse it rather than report positions that point elsewhere.
+        if let Some(at) =
+            text.bytes().enumerate().position(|(i, b)| b == b'\r' && text.as_bytes().get(i + 1) != Some(&b'\n'))
+        {
+            let line = text[..at].matches('\n').count() + 1;
+            let column = at - text[..at].rfind('\n').map_or(0, |n| n + 1) + 1;
+            diags.push(Diagnostic {
+                location: Location { file: (*file).to_owned(), line, column },
+                message: "bare CR line ending (expected LF or CRLF)".to_owned(),
+            });
+            continue;
+        }
         for doc in split_documents(text) {
             let ctx = Doc { file, text: doc.text, first_line: doc.first_line };
             match load_document(&ctx) {

@@ -186,6 +186,14 @@ apiVersion: meshward.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: b}\nspe
     let e = errors("apiVersion: meshward.dev/v1\nkind: Gateway\n");
     assert_eq!(e, vec!["p.yaml:2:7: unknown kind \"Gateway\" (expected AuthorizationPolicy)"]);
 
+    let e = errors("apiVersion: meshward.dev/v1\nkind: X\napiVersion: \r2\n");
+    assert_eq!(e, vec!["p.yaml:3:13: bare CR line ending (expected LF or CRLF)"], "found by fuzzing");
+    assert!(load_file(
+        "p.yaml",
+        "apiVersion: meshward.dev/v1\r\nkind: AuthorizationPolicy\r\nmetadata: {name: a}\r\nspec: {}\r\n"
+    )
+    .is_ok());
+
     let doc = "apiVersion: meshward.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: same}\nspec: {}\n";
     let e = errors(&format!("{doc}---\n{doc}"));
     assert_eq!(e, vec!["p.yaml:6:1: duplicate policy name \"same\" (first defined at p.yaml:1:1)"]);

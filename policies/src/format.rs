@@ -3,6 +3,7 @@
 //! follow Istio's `AuthorizationPolicy` so that security teams can read them
 //! without a manual. Unknown fields are errors everywhere.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// The only API version this crate reads.
@@ -19,7 +20,7 @@ pub struct RawHeader {
 }
 
 /// Object metadata.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetadata {
     /// Unique name (per namespace).
@@ -36,7 +37,7 @@ pub struct RawMetadata {
 }
 
 /// An `AuthorizationPolicy` document.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuthorizationPolicy {
     /// `meshward.dev/v1`.
@@ -51,11 +52,12 @@ pub struct RawAuthorizationPolicy {
 }
 
 /// `spec` of an `AuthorizationPolicy`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawAuthorizationSpec {
     /// `ALLOW` (default), `DENY` or `AUDIT`.
     #[serde(default)]
+    #[schemars(extend("enum" = ["ALLOW", "DENY", "AUDIT"]))]
     pub action: Option<String>,
     /// Evaluated, logged and counted, never enforced.
     #[serde(default)]
@@ -67,7 +69,7 @@ pub struct RawAuthorizationSpec {
 }
 
 /// One rule: `from`, `to` and `when` AND together; entries of each list OR.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     /// Who is calling.
@@ -82,7 +84,7 @@ pub struct RawRule {
 }
 
 /// `from:` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFrom {
     /// The source.
@@ -90,7 +92,7 @@ pub struct RawFrom {
 }
 
 /// A request source. Every field set must match; values within a field OR.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawSource {
     /// Peer SPIFFE IDs (`*` globs at either end), e.g. `spiffe://cluster.local/ns/gw/sa/*`.
@@ -120,7 +122,7 @@ pub struct RawSource {
 }
 
 /// `to:` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTo {
     /// The operation.
@@ -128,7 +130,7 @@ pub struct RawTo {
 }
 
 /// A request operation.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawOperation {
     /// HTTP methods.
@@ -152,7 +154,7 @@ pub struct RawOperation {
 }
 
 /// `when:` condition.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawCondition {
     /// `request.auth.claims[name]` (nested: `claims[a][b]`), `request.headers[name]`,
@@ -164,4 +166,18 @@ pub struct RawCondition {
     /// None of these may match.
     #[serde(default)]
     pub not_values: Vec<String>,
+}
+
+/// JSON Schema of an `AuthorizationPolicy` document, for editors
+/// (`# yaml-language-server: $schema=...`) and CI validation.
+pub fn authorization_policy_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(RawAuthorizationPolicy)).unwrap_or_default();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert("title".into(), "meshward AuthorizationPolicy".into());
+        if let Some(props) = obj.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            props.insert("apiVersion".into(), serde_json::json!({"const": API_VERSION}));
+            props.insert("kind".into(), serde_json::json!({"const": "AuthorizationPolicy"}));
+        }
+    }
+    schema
 }

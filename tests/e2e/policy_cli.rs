@@ -80,3 +80,35 @@ fn policy_test_runs_the_shipped_cases_and_reports_failures() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL  batch may infer: expected allow, got deny: no ALLOW policy matched"), "{out}");
 }
+
+#[test]
+fn the_json_schema_accepts_the_examples_and_rejects_typos() {
+    let ok = Command::new("python3").args(["-c", "import yaml, jsonschema"]).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIP schema test: python3 yaml/jsonschema not installed");
+        return;
+    }
+    let out = Command::new(BIN).args(["policy", "schema"]).output().expect("run");
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = dir.path().join("schema.json");
+    std::fs::write(&schema, &out.stdout).expect("write");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: meshward.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {action: PERMIT, rulez: []}\n")
+        .expect("write");
+    let script = r#"
+import sys, json, yaml, jsonschema
+schema = json.load(open(sys.argv[1]))
+v = jsonschema.Draft202012Validator(schema)
+good = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
+assert good and all(not list(v.iter_errors(d)) for d in good), [e.message for d in good for e in v.iter_errors(d)]
+bad = [e.message for d in yaml.safe_load_all(open(sys.argv[3])) if d for e in v.iter_errors(d)]
+assert any("PERMIT" in m for m in bad) and any("rulez" in m for m in bad), bad
+print("ok", len(good))
+"#;
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/examples/ml-platform.yaml");
+    let out =
+        Command::new("python3").args(["-c", script]).arg(&schema).arg(examples).arg(&bad).output().expect("python");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 4");
+}

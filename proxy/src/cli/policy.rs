@@ -15,6 +15,12 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Print the JSON Schema of a policy kind (for editor validation).
+    Schema {
+        /// The kind.
+        #[arg(default_value = "AuthorizationPolicy")]
+        kind: String,
+    },
     /// Run table-driven cases (request -> expected decision) against policies;
     /// reports which policy and rule decided each case; exit 0 when all pass.
     Test {
@@ -91,6 +97,14 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             (files, Err(diags)) => Ok(report_invalid(&diags, files)),
+        },
+        PolicyCommand::Schema { kind } => match kind.as_str() {
+            "AuthorizationPolicy" => {
+                let schema = meshward_policies::format::authorization_policy_schema();
+                println!("{}", serde_json::to_string_pretty(&schema)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            other => anyhow::bail!("unknown kind \"{other}\" (supported: AuthorizationPolicy)"),
         },
         PolicyCommand::Test { paths, cases } => {
             let policies = match load(&paths)? {

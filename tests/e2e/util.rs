@@ -24,9 +24,19 @@ pub const SERVER_ID: &str = "spiffe://e2e.test/ns/ml/sa/model";
 pub const CLIENT_ID: &str = "spiffe://e2e.test/ns/apps/sa/caller";
 pub const IDENTITY_HEADER: &str = "x-meshward-peer-id";
 
-/// A free loopback port (bound then released; good enough on loopback).
+/// A free loopback port (bound then released). The kernel may hand a just
+/// released port out again, so ports already given to this test process are
+/// never returned twice.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn free_addr() -> SocketAddr {

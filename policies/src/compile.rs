@@ -178,10 +178,26 @@ pub fn load_file(file: &str, text: &str) -> Result<Vec<AuthorizationPolicy>, Vec
     load_set(&[(file, text)])
 }
 
-/// Loads a set of files (name, contents) as one policy set, in order; names
-/// must be unique per namespace across the whole set.
+/// Every kind of policy in a set.
+#[derive(Debug, Clone, Default)]
+pub struct Policies {
+    /// Authorization policies, in order.
+    pub authorization: Vec<AuthorizationPolicy>,
+    /// Rate-limit policies, in order.
+    pub rate_limits: Vec<crate::ratelimit::RateLimitPolicy>,
+}
+
+/// Loads a set of files as one policy set and keeps only the authorization
+/// policies (see [`load_all`] for every kind).
 pub fn load_set(files: &[(&str, &str)]) -> Result<Vec<AuthorizationPolicy>, Vec<Diagnostic>> {
-    let mut policies = Vec::new();
+    load_all(files).map(|p| p.authorization)
+}
+
+/// Loads a set of files (name, contents) as one policy set, in order; names
+/// must be unique per kind and namespace across the whole set.
+pub fn load_all(files: &[(&str, &str)]) -> Result<Policies, Vec<Diagnostic>> {
+    let mut set = Policies::default();
+    let mut names: Vec<(&'static str, Option<String>, String, Location)> = Vec::new();
     let mut diags = Vec::new();
     for (file, text) in files {
         // A lone CR is a line break to YAML but not to `file:line` readers;
@@ -199,28 +215,43 @@ pub fn load_set(files: &[(&str, &str)]) -> Result<Vec<AuthorizationPolicy>, Vec<
         }
         for doc in split_documents(text) {
             let ctx = Doc { file, text: doc.text, first_line: doc.first_line };
-            match load_document(&ctx) {
-                Ok(Some(p)) => policies.push(p),
-                Ok(None) => {}
-                Err(d) => diags.extend(d),
+            let (kind, ns, name) = match load_document(&ctx) {
+                Ok(Some(Loaded::Authorization(p))) => {
+                    let key = ("AuthorizationPolicy", p.namespace.clone(), p.name.clone());
+                    set.authorization.push(p);
+                    key
+                }
+                Ok(Some(Loaded::RateLimit(p, ns))) => {
+                    let key = ("RateLimitPolicy", ns, p.name.clone());
+                    set.rate_limits.push(p);
+                    key
+                }
+                Ok(None) => continue,
+                Err(d) => {
+                    diags.extend(d);
+                    continue;
+                }
+            };
+            let here = ctx.at(1, 1);
+            if let Some((_, _, _, first)) = names.iter().find(|(k, n, m, _)| *k == kind && *n == ns && *m == name) {
+                diags.push(Diagnostic {
+                    location: here.clone(),
+                    message: format!("duplicate policy name \"{name}\" (first defined at {first})"),
+                });
             }
+            names.push((kind, ns, name, here));
         }
-    }
-    let mut seen: Vec<(&Option<String>, &str, &Location)> = Vec::new();
-    for p in &policies {
-        if let Some((_, _, first)) = seen.iter().find(|(ns, n, _)| **ns == p.namespace && *n == p.name) {
-            diags.push(Diagnostic {
-                location: p.location.clone(),
-                message: format!("duplicate policy name \"{}\" (first defined at {first})", p.name),
-            });
-        }
-        seen.push((&p.namespace, &p.name, &p.location));
     }
     if diags.is_empty() {
-        Ok(policies)
+        Ok(set)
     } else {
         Err(diags)
     }
+}
+
+enum Loaded {
+    Authorization(AuthorizationPolicy),
+    RateLimit(crate::ratelimit::RateLimitPolicy, Option<String>),
 }
 
 struct RawDoc<'a> {
@@ -278,7 +309,7 @@ fn is_blank(text: &str) -> bool {
     })
 }
 
-fn load_document(doc: &Doc<'_>) -> Result<Option<AuthorizationPolicy>, Vec<Diagnostic>> {
+fn load_document(doc: &Doc<'_>) -> Result<Option<Loaded>, Vec<Diagnostic>> {
     if is_blank(doc.text) {
         return Ok(None);
     }
@@ -296,17 +327,29 @@ fn load_document(doc: &Doc<'_>) -> Result<Option<AuthorizationPolicy>, Vec<Diagn
     }
     match header.kind.as_deref() {
         Some("AuthorizationPolicy") => {}
-        Some(k @ ("RequestAuthentication" | "RateLimitPolicy" | "AnomalyPolicy")) => {
-            return Err(vec![doc.err(
-                k,
-                format!("kind \"{k}\" is not supported by this version yet (supported: AuthorizationPolicy)"),
-            )])
+        Some("RateLimitPolicy") => {
+            let raw: crate::format::RawRateLimitPolicy = serde_yaml::from_str(doc.text).map_err(yaml_err)?;
+            let ns = raw.metadata.namespace.clone();
+            check_name(doc, &raw.metadata.name).map_err(|d| vec![d])?;
+            let mut op = |ctx: &str, o: &RawOperation, d: &mut Vec<Diagnostic>| compile_operation(doc, ctx, o, d);
+            let err = |needle: &str, message: String| doc.err(needle, message);
+            return crate::ratelimit::compile(raw, &mut op, &err).map(|p| Some(Loaded::RateLimit(p, ns)));
         }
-        Some(k) => return Err(vec![doc.err(k, format!("unknown kind \"{k}\" (expected AuthorizationPolicy)"))]),
+        Some(k @ ("RequestAuthentication" | "AnomalyPolicy")) => return Err(vec![doc.err(
+            k,
+            format!(
+                "kind \"{k}\" is not supported by this version yet (supported: AuthorizationPolicy, RateLimitPolicy)"
+            ),
+        )]),
+        Some(k) => {
+            return Err(vec![
+                doc.err(k, format!("unknown kind \"{k}\" (expected AuthorizationPolicy or RateLimitPolicy)"))
+            ])
+        }
         None => return Err(vec![Diagnostic { location: doc.at(1, 1), message: "missing kind".into() }]),
     }
     let raw: RawAuthorizationPolicy = serde_yaml::from_str(doc.text).map_err(yaml_err)?;
-    compile_authorization(doc, raw).map(Some)
+    compile_authorization(doc, raw).map(|p| Some(Loaded::Authorization(p)))
 }
 
 fn compile_authorization(doc: &Doc<'_>, raw: RawAuthorizationPolicy) -> Result<AuthorizationPolicy, Vec<Diagnostic>> {
@@ -352,6 +395,16 @@ fn compile_authorization(doc: &Doc<'_>, raw: RawAuthorizationPolicy) -> Result<A
         dry_run: raw.spec.dry_run,
         rules,
     })
+}
+
+fn check_name(doc: &Doc<'_>, name: &str) -> Result<(), Diagnostic> {
+    if name.is_empty()
+        || name.len() > 253
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Err(doc.err(name, format!("invalid name \"{name}\" (expected lower-case letters, digits, '-' or '.')")));
+    }
+    Ok(())
 }
 
 fn compile_rule(doc: &Doc<'_>, ctx: &str, raw: RawRule) -> Result<Rule, Vec<Diagnostic>> {

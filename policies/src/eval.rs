@@ -178,7 +178,7 @@ fn source_matches(s: &Source, req: &RequestAttrs<'_>) -> bool {
         && opt_field(&s.request_principals, &s.not_request_principals, req.jwt.map(|j| j.principal.as_str()))
 }
 
-fn operation_matches(o: &Operation, req: &RequestAttrs<'_>) -> bool {
+pub(crate) fn operation_matches(o: &Operation, req: &RequestAttrs<'_>) -> bool {
     field(&o.methods, &o.not_methods, |m| m == req.method)
         && field(&o.paths, &o.not_paths, |p| p.matches(req.path))
         && field(&o.ports, &o.not_ports, |p| *p == req.port)

@@ -181,3 +181,84 @@ pub fn authorization_policy_schema() -> serde_json::Value {
     }
     schema
 }
+
+/// A `RateLimitPolicy` document.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimitPolicy {
+    /// `meshward.dev/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// `RateLimitPolicy`.
+    pub kind: String,
+    /// Name and namespace.
+    pub metadata: RawMetadata,
+    /// The limits.
+    pub spec: RawRateLimitSpec,
+}
+
+/// `spec` of a `RateLimitPolicy`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawRateLimitSpec {
+    /// Counted and logged as what it would do, never enforced.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Limits; every rule whose `to` matches applies (each has its own buckets).
+    pub rules: Vec<RawRateRule>,
+}
+
+/// One limit: which requests, bucketed by what, how many.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateRule {
+    /// Requests this limit applies to; empty: all.
+    #[serde(default)]
+    pub to: Vec<RawTo>,
+    /// What one bucket belongs to.
+    pub key: RawRateKey,
+    /// The default limit per key.
+    pub limit: RawLimit,
+    /// Other limits for named keys (e.g. a premium tier).
+    #[serde(default)]
+    pub overrides: Vec<RawOverride>,
+}
+
+/// Bucket key.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateKey {
+    /// `peer` (SPIFFE ID), `ip`, `header` or `claim` (JWT).
+    pub source: String,
+    /// Header or claim name, for `header` and `claim`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A token bucket.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    /// Requests per `per`.
+    pub requests: u32,
+    /// The period, e.g. `1s`, `1m`.
+    pub per: String,
+    /// Extra requests allowed at once. Default: `requests`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// A limit for one key value.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverride {
+    /// The key value, e.g. `spiffe://cluster.local/ns/gw/sa/premium`.
+    pub value: String,
+    /// Requests per `per`.
+    pub requests: u32,
+    /// The period.
+    pub per: String,
+    /// Burst. Default: `requests`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}

@@ -34,6 +34,7 @@ pub mod compile;
 pub mod eval;
 pub mod format;
 pub mod matcher;
+pub mod ratelimit;
 
 #[cfg(test)]
 mod tests;

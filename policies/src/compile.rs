@@ -335,12 +335,14 @@ fn load_document(doc: &Doc<'_>) -> Result<Option<Loaded>, Vec<Diagnostic>> {
             let err = |needle: &str, message: String| doc.err(needle, message);
             return crate::ratelimit::compile(raw, &mut op, &err).map(|p| Some(Loaded::RateLimit(p, ns)));
         }
-        Some(k @ ("RequestAuthentication" | "AnomalyPolicy")) => return Err(vec![doc.err(
-            k,
-            format!(
+        Some(k @ ("RequestAuthentication" | "AnomalyPolicy")) => {
+            return Err(vec![doc.err(
+                k,
+                format!(
                 "kind \"{k}\" is not supported by this version yet (supported: AuthorizationPolicy, RateLimitPolicy)"
             ),
-        )]),
+            )])
+        }
         Some(k) => {
             return Err(vec![
                 doc.err(k, format!("unknown kind \"{k}\" (expected AuthorizationPolicy or RateLimitPolicy)"))

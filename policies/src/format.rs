@@ -168,18 +168,24 @@ pub struct RawCondition {
     pub not_values: Vec<String>,
 }
 
-/// JSON Schema of an `AuthorizationPolicy` document, for editors
-/// (`# yaml-language-server: $schema=...`) and CI validation.
-pub fn authorization_policy_schema() -> serde_json::Value {
-    let mut schema = serde_json::to_value(schemars::schema_for!(RawAuthorizationPolicy)).unwrap_or_default();
+/// JSON Schema of a policy document of `kind`, for editors
+/// (`# yaml-language-server: $schema=...`) and CI validation; `None` for an
+/// unknown kind.
+pub fn schema(kind: &str) -> Option<serde_json::Value> {
+    let generated = match kind {
+        "AuthorizationPolicy" => schemars::schema_for!(RawAuthorizationPolicy),
+        "RateLimitPolicy" => schemars::schema_for!(RawRateLimitPolicy),
+        _ => return None,
+    };
+    let mut schema = serde_json::to_value(generated).unwrap_or_default();
     if let Some(obj) = schema.as_object_mut() {
-        obj.insert("title".into(), "meshward AuthorizationPolicy".into());
+        obj.insert("title".into(), format!("meshward {kind}").into());
         if let Some(props) = obj.get_mut("properties").and_then(|p| p.as_object_mut()) {
             props.insert("apiVersion".into(), serde_json::json!({"const": API_VERSION}));
-            props.insert("kind".into(), serde_json::json!({"const": "AuthorizationPolicy"}));
+            props.insert("kind".into(), serde_json::json!({"const": kind}));
         }
     }
-    schema
+    Some(schema)
 }
 
 /// A `RateLimitPolicy` document.
@@ -229,6 +235,7 @@ pub struct RawRateRule {
 #[serde(deny_unknown_fields)]
 pub struct RawRateKey {
     /// `peer` (SPIFFE ID), `ip`, `header` or `claim` (JWT).
+    #[schemars(extend("enum" = ["peer", "ip", "header", "claim"]))]
     pub source: String,
     /// Header or claim name, for `header` and `claim`.
     #[serde(default)]

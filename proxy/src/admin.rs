@@ -128,8 +128,14 @@ async fn handle(req: Request<Incoming>, state: Arc<AdminState>) -> Result<Respon
                 })
                 .collect();
             let files: Vec<_> = set.files.iter().map(|(f, h)| serde_json::json!({"path": f, "sha256": h})).collect();
+            let rate_limits: Vec<_> = set
+                .rate_limits
+                .iter()
+                .map(|p| serde_json::json!({"name": p.name, "dry_run": p.dry_run, "rules": p.rules.len()}))
+                .collect();
             let body = serde_json::json!({
                 "policies": policies,
+                "rate_limits": rate_limits,
                 "files": files,
                 "hash": set.hash,
                 "loaded_at": set.loaded_at.map(unix),

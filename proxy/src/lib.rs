@@ -20,4 +20,5 @@ pub mod listen;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy_store;
+pub mod ratelimit;
 pub mod tls;

@@ -56,7 +56,7 @@ pub struct ResultLabel {
 /// Labels of a policy decision.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    /// allow, deny or audit.
+    /// allow, deny, audit or rate_limited.
     pub decision: &'static str,
     /// Policy name, or "(none)" when no ALLOW policy matched, "(default)" when none exists.
     pub policy: String,
@@ -95,6 +95,8 @@ pub struct Metrics {
     pub policy_decisions: Family<DecisionLabels, Counter>,
     /// Policy file reloads by result.
     pub policy_reloads: Family<ResultLabel, Counter>,
+    /// Rate-limit key state resets under a flood of distinct keys.
+    pub ratelimit_state_resets: Counter,
     /// Our certificate's notAfter as a Unix timestamp.
     pub cert_expiry: Gauge<f64, AtomicU64>,
     /// 1 when our certificate is loaded and currently valid.
@@ -116,6 +118,7 @@ impl Metrics {
             cert_reloads: Family::default(),
             policy_decisions: Family::default(),
             policy_reloads: Family::default(),
+            ratelimit_state_resets: Counter::default(),
             cert_expiry: Gauge::default(),
             cert_valid: Gauge::default(),
             registry: Registry::default(),
@@ -149,6 +152,11 @@ impl Metrics {
             m.policy_decisions.clone(),
         );
         registry.register("policy_reloads", "Policy file reloads by result", m.policy_reloads.clone());
+        registry.register(
+            "ratelimit_state_resets",
+            "Rate-limit key state resets because more than 100000 keys were live",
+            m.ratelimit_state_resets.clone(),
+        );
         registry.register("certificate_reloads", "Certificate file reloads by result", m.cert_reloads.clone());
         registry.register(
             "certificate_expiry_timestamp_seconds",

@@ -48,8 +48,10 @@ pub struct Shared {
     pub apps: AppClients,
     /// Clients to peer sidecars.
     pub peers: PeerClients,
-    /// Authorization policies.
+    /// Authorization and rate-limit policies.
     pub policies: Arc<PolicyStore>,
+    /// Token buckets of the rate-limit policies.
+    pub limiters: crate::ratelimit::Limiters,
 }
 
 /// What an inbound connection knows about its peer.
@@ -88,7 +90,7 @@ pub async fn inbound(
         app_protocol(cfg.app_protocol, version, conn.peer_identity.is_some(), orig_proto.as_ref(), &parts.headers);
 
     // 4. Authorization policy (JWT authentication arrives with issue #4).
-    let authz = authorize(&shared.policies.current(), &method, &path, &parts.headers, &conn, &shared.metrics);
+    let authz = enforce_policies(&shared.policies.current(), &method, &path, &parts.headers, &conn, &shared);
     // 5. Detector verdicts arrive with issue #7.
 
     // 6. Forward.
@@ -165,17 +167,16 @@ impl HeaderLookup for Headers<'_> {
     }
 }
 
-/// Evaluates the authorization policies; counts and logs the decision, what
-/// dry-run policies would have done, and AUDIT matches.
-fn authorize(
+/// Phase 4: authorization, then rate limits, against the current policy set.
+fn enforce_policies(
     set: &PolicySet,
     method: &http::Method,
     path: &str,
     headers: &http::HeaderMap,
     conn: &InboundConn,
-    m: &Metrics,
+    shared: &Shared,
 ) -> Result<(), ProxyError> {
-    if set.policies.is_empty() {
+    if set.policies.is_empty() && set.rate_limits.is_empty() {
         return Ok(());
     }
     let headers = Headers(headers);
@@ -188,7 +189,51 @@ fn authorize(
         headers: &headers,
         jwt: None,
     };
-    let d = evaluate(&set.policies, &req);
+    authorize(set, &req, &shared.metrics)?;
+    rate_limit(set, &req, shared)
+}
+
+/// Takes a token from every bucket that applies; the first empty bucket of an
+/// enforced policy refuses the request (429). Dry-run buckets are only counted.
+fn rate_limit(set: &PolicySet, req: &RequestAttrs<'_>, shared: &Shared) -> Result<(), ProxyError> {
+    let m = &shared.metrics;
+    for b in meshward_policies::ratelimit::buckets(&set.rate_limits, req) {
+        let (result, reset) = shared.limiters.check(&b);
+        if reset {
+            m.ratelimit_state_resets.inc();
+            tracing::warn!(
+                policy = b.policy,
+                rule = b.rule,
+                "rate-limit key state reset: more distinct keys than the bound"
+            );
+        }
+        let Err(over) = result else { continue };
+        let dry_run = if b.dry_run { "true" } else { "false" };
+        let labels =
+            DecisionLabels { decision: "rate_limited", policy: b.policy.to_owned(), rule: b.rule.to_string(), dry_run };
+        m.policy_decisions.get_or_create(&labels).inc();
+        tracing::info!(target: "meshward::policy", policy = b.policy, rule = b.rule, key = %b.key, dry_run = b.dry_run, "rate limit exceeded");
+        if !b.dry_run {
+            let ceil = |d: std::time::Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            return Err(ProxyError::RateLimited {
+                which: format!("policy '{}' rule {}", b.policy, b.rule),
+                retry_after_secs: ceil(over.retry_after).max(1),
+                limit: b.limit.requests,
+                window_secs: ceil(b.limit.per).max(1),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates the authorization policies; counts and logs the decision, what
+/// dry-run policies would have done, and AUDIT matches.
+fn authorize(set: &PolicySet, req: &RequestAttrs<'_>, m: &Metrics) -> Result<(), ProxyError> {
+    if set.policies.is_empty() {
+        return Ok(());
+    }
+    let path = req.path;
+    let d = evaluate(&set.policies, req);
     let count = |verdict: Verdict, reason: &Reason, dry_run: &'static str| {
         let (policy, rule) = match reason {
             Reason::Allowed(r) | Reason::Denied(r) => (r.policy.clone(), r.rule.to_string()),

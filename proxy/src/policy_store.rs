@@ -9,14 +9,17 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use meshward_policies::compile::{load_set, AuthorizationPolicy, Diagnostic};
+use meshward_policies::compile::{load_all, AuthorizationPolicy, Diagnostic};
+use meshward_policies::ratelimit::RateLimitPolicy;
 use sha2::{Digest, Sha256};
 
 /// One loaded, valid policy set.
 #[derive(Debug, Default)]
 pub struct PolicySet {
-    /// Policies in file order.
+    /// Authorization policies in file order.
     pub policies: Vec<AuthorizationPolicy>,
+    /// Rate-limit policies in file order.
+    pub rate_limits: Vec<RateLimitPolicy>,
     /// Files and the SHA-256 of their content.
     pub files: Vec<(String, String)>,
     /// SHA-256 over all files.
@@ -86,8 +89,14 @@ fn read_set(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
         texts.push((f.display().to_string(), text));
     }
     let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
-    let policies = load_set(&refs).map_err(PolicyError::Invalid)?;
-    Ok(PolicySet { policies, files: hashes, hash: hex(&all.finalize()), loaded_at: Some(SystemTime::now()) })
+    let set = load_all(&refs).map_err(PolicyError::Invalid)?;
+    Ok(PolicySet {
+        policies: set.authorization,
+        rate_limits: set.rate_limits,
+        files: hashes,
+        hash: hex(&all.finalize()),
+        loaded_at: Some(SystemTime::now()),
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

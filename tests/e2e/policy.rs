@@ -144,3 +144,61 @@ fn an_invalid_policy_at_start_exits_64_before_binding() {
     assert!(err.contains("bad.yaml:6:11: policy 'bad': unknown action \"DENIED\""), "{err}");
     std::net::TcpListener::bind(inbound).expect("nothing was bound");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_flood_is_limited_while_another_is_served() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "limits.yaml",
+        "apiVersion: meshward.dev/v1\nkind: RateLimitPolicy\nmetadata: {name: per-client}\nspec:\n  rules:\n  - to: [{operation: {paths: ['/v2/models/{m}/infer']}}]\n    key: {source: header, name: x-client}\n    limit: {requests: 5, per: 1m, burst: 5}\n    overrides: [{value: premium, requests: 100, per: 1m}]\n---\napiVersion: meshward.dev/v1\nkind: RateLimitPolicy\nmetadata: {name: shadow-global}\nspec:\n  dryRun: true\n  rules:\n  - key: {source: ip}\n    limit: {requests: 3, per: 1m}\n",
+    );
+    let app = EchoApp::start().await;
+    let extra = format!("policy: {{paths: ['{}']}}\n", dir.path().display());
+    let (server, inbound) = pki.inbound_sidecar(app.addr, "permissive", &extra);
+    let url = |c: &str| (format!("http://{inbound}/v2/models/iris/infer"), c.to_owned());
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let (u, c) = url("flooder");
+        statuses.push(get_echo(false, &u, &[("x-client", &c)]).await.0);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429], "{}", server.logs());
+    // Another client, and the premium client, are still served.
+    let (u, _) = url("");
+    assert_eq!(get_echo(false, &u, &[("x-client", "quiet")]).await.0, 200);
+    for _ in 0..10 {
+        assert_eq!(get_echo(false, &u, &[("x-client", "premium")]).await.0, 200);
+    }
+    // The 429 says why and when to come back.
+    let answer = raw_exchange(
+        inbound,
+        b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: m\r\nx-client: flooder\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 429"), "{answer}");
+    for h in [
+        "retry-after: ",
+        "ratelimit-limit: 5",
+        "ratelimit-remaining: 0",
+        "ratelimit-policy: 5;w=60",
+        "rate limited: policy 'per-client' rule 1",
+    ] {
+        assert!(answer.contains(h), "{h} missing in {answer}");
+    }
+    assert_eq!(app.count(), 16, "limited requests never reached the app");
+    // The dry-run limit (3 per minute per IP) was exceeded but only counted.
+    let m = server.metrics();
+    assert!(
+        metric_sum(&m, "meshward_policy_decisions_total", &["rate_limited", "shadow-global", "dry_run=\"true\""])
+            >= 10.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "meshward_policy_decisions_total", &["rate_limited", "per-client", "dry_run=\"false\""]),
+        4.0,
+        "{m}"
+    );
+}

@@ -15,7 +15,7 @@ fn shipped_examples_are_valid() {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/examples");
     let (code, out) = check(&[examples]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("4 policies in 1 files: ok"), "{out}");
+    assert!(out.contains("5 policies (4 authorization, 1 rate-limit) in 1 files: ok"), "{out}");
 }
 
 #[test]
@@ -88,27 +88,29 @@ fn the_json_schema_accepts_the_examples_and_rejects_typos() {
         eprintln!("SKIP schema test: python3 yaml/jsonschema not installed");
         return;
     }
-    let out = Command::new(BIN).args(["policy", "schema"]).output().expect("run");
-    assert!(out.status.success());
     let dir = tempfile::tempdir().expect("tempdir");
-    let schema = dir.path().join("schema.json");
-    std::fs::write(&schema, &out.stdout).expect("write");
+    for kind in ["AuthorizationPolicy", "RateLimitPolicy"] {
+        let out = Command::new(BIN).args(["policy", "schema", kind]).output().expect("run");
+        assert!(out.status.success());
+        std::fs::write(dir.path().join(format!("{kind}.json")), &out.stdout).expect("write");
+    }
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "apiVersion: meshward.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec: {action: PERMIT, rulez: []}\n")
         .expect("write");
     let script = r#"
-import sys, json, yaml, jsonschema
-schema = json.load(open(sys.argv[1]))
-v = jsonschema.Draft202012Validator(schema)
+import sys, os, json, yaml, jsonschema
+def validator(doc):
+    return jsonschema.Draft202012Validator(json.load(open(os.path.join(sys.argv[1], doc["kind"] + ".json"))))
 good = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
-assert good and all(not list(v.iter_errors(d)) for d in good), [e.message for d in good for e in v.iter_errors(d)]
-bad = [e.message for d in yaml.safe_load_all(open(sys.argv[3])) if d for e in v.iter_errors(d)]
+errors = [e.message for d in good for e in validator(d).iter_errors(d)]
+assert good and not errors, errors
+bad = [e.message for d in yaml.safe_load_all(open(sys.argv[3])) if d for e in validator(d).iter_errors(d)]
 assert any("PERMIT" in m for m in bad) and any("rulez" in m for m in bad), bad
 print("ok", len(good))
 "#;
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/examples/ml-platform.yaml");
     let out =
-        Command::new("python3").args(["-c", script]).arg(&schema).arg(examples).arg(&bad).output().expect("python");
+        Command::new("python3").args(["-c", script]).arg(dir.path()).arg(examples).arg(&bad).output().expect("python");
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 4");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 5");
 }

@@ -65,7 +65,7 @@ fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Loaded = Result<Vec<meshward_policies::compile::AuthorizationPolicy>, Vec<meshward_policies::compile::Diagnostic>>;
+type Loaded = Result<meshward_policies::compile::Policies, Vec<meshward_policies::compile::Diagnostic>>;
 
 /// Reads and compiles the policy files under `paths`; returns the file count too.
 fn load(paths: &[PathBuf]) -> anyhow::Result<(usize, Loaded)> {
@@ -76,7 +76,7 @@ fn load(paths: &[PathBuf]) -> anyhow::Result<(usize, Loaded)> {
         texts.push((f.display().to_string(), text));
     }
     let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
-    Ok((files.len(), meshward_policies::compile::load_set(&refs)))
+    Ok((files.len(), meshward_policies::compile::load_all(&refs)))
 }
 
 /// Prints diagnostics; exit status 1.
@@ -93,22 +93,22 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PolicyCommand::Check { paths } => match load(&paths)? {
             (files, Ok(policies)) => {
-                println!("{} policies in {files} files: ok", policies.len());
+                let (a, r) = (policies.authorization.len(), policies.rate_limits.len());
+                println!("{} policies ({a} authorization, {r} rate-limit) in {files} files: ok", a + r);
                 Ok(ExitCode::SUCCESS)
             }
             (files, Err(diags)) => Ok(report_invalid(&diags, files)),
         },
-        PolicyCommand::Schema { kind } => match kind.as_str() {
-            "AuthorizationPolicy" => {
-                let schema = meshward_policies::format::authorization_policy_schema();
+        PolicyCommand::Schema { kind } => match meshward_policies::format::schema(&kind) {
+            Some(schema) => {
                 println!("{}", serde_json::to_string_pretty(&schema)?);
                 Ok(ExitCode::SUCCESS)
             }
-            other => anyhow::bail!("unknown kind \"{other}\" (supported: AuthorizationPolicy)"),
+            None => anyhow::bail!("unknown kind \"{kind}\" (supported: AuthorizationPolicy, RateLimitPolicy)"),
         },
         PolicyCommand::Test { paths, cases } => {
             let policies = match load(&paths)? {
-                (_, Ok(p)) => p,
+                (_, Ok(p)) => p.authorization,
                 (files, Err(diags)) => return Ok(report_invalid(&diags, files)),
             };
             let text = std::fs::read_to_string(&cases).with_context(|| format!("{}", cases.display()))?;

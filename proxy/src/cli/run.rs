@@ -55,6 +55,7 @@ impl Proxy {
             apps: AppClients::new(config.limits.connect_timeout),
             peers: PeerClients::new(store.clone(), config.limits.connect_timeout),
             policies: policies.clone(),
+            limiters: Default::default(),
         });
         let bind = |addr: SocketAddr, what: String| async move {
             TcpListener::bind(addr).await.with_context(|| format!("cannot bind {what} on {addr}"))

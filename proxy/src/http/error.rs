@@ -54,6 +54,18 @@ pub enum ProxyError {
     /// The upstream broke the exchange after connecting.
     #[error("upstream failed: {0}")]
     Upstream(String),
+    /// A rate-limit policy's bucket for this client is empty.
+    #[error("rate limited: {which}")]
+    RateLimited {
+        /// `policy 'NAME' rule N`.
+        which: String,
+        /// Seconds until a token is available (rounded up).
+        retry_after_secs: u64,
+        /// The bucket's requests per window.
+        limit: u32,
+        /// The window in seconds (rounded up).
+        window_secs: u64,
+    },
     /// An authorization policy denied the request.
     #[error("denied: {0}")]
     PolicyDenied(String),
@@ -76,6 +88,7 @@ impl ProxyError {
             Self::UpstreamConnectTimeout(_) | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::PolicyDenied(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -95,6 +108,7 @@ impl ProxyError {
             Self::Upstream(_) => "upstream reset",
             Self::Unavailable(r) => r,
             Self::PolicyDenied(_) => "denied by policy",
+            Self::RateLimited { .. } => "rate limited",
         }
     }
 
@@ -107,7 +121,7 @@ impl ProxyError {
             | Self::BodyTooLarge
             | Self::HeaderTimeout => "client",
             Self::NoRoute(_) | Self::Unavailable(_) => "proxy",
-            Self::PolicyDenied(_) => "policy",
+            Self::PolicyDenied(_) | Self::RateLimited { .. } => "policy",
             _ => "upstream",
         }
     }
@@ -117,7 +131,7 @@ impl ProxyError {
         // A denial names the policy and rule that decided, so teams can tell
         // which rule to look at; everything else gets its fixed reason.
         let body = match self {
-            Self::PolicyDenied(_) => format!("{self}\n"),
+            Self::PolicyDenied(_) | Self::RateLimited { .. } => format!("{self}\n"),
             _ => format!("{}\n", self.reason()),
         };
         let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
@@ -125,9 +139,19 @@ impl ProxyError {
         let h = resp.headers_mut();
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert("x-meshward-error", HeaderValue::from_static(self.reason()));
-        if let Self::PolicyDenied(which) = self {
+        if let Self::PolicyDenied(which) | Self::RateLimited { which, .. } = self {
             if let Ok(v) = HeaderValue::from_str(which) {
                 h.insert("x-meshward-policy", v);
+            }
+        }
+        if let Self::RateLimited { retry_after_secs, limit, window_secs, .. } = self {
+            // Retry-After (RFC 9110) and the IETF RateLimit header fields draft.
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            h.insert("ratelimit-limit", HeaderValue::from(*limit));
+            h.insert("ratelimit-remaining", HeaderValue::from(0u32));
+            h.insert("ratelimit-reset", HeaderValue::from(*retry_after_secs));
+            if let Ok(v) = HeaderValue::from_str(&format!("{limit};w={window_secs}")) {
+                h.insert("ratelimit-policy", v);
             }
         }
         if self.origin() == "client" {

@@ -4,7 +4,7 @@
 //! A set that does not validate at start is fatal; on reload it is refused,
 //! logged with its diagnostics and counted, and the last good set stays.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -72,21 +72,61 @@ impl PolicyStore {
     }
 }
 
+/// Policy files under `paths`: files as given, directories' `*.yaml`/`*.yml`
+/// (recursively, skipping `..`-prefixed Kubernetes volume internals), sorted.
+pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PolicyError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| PolicyError::Read(format!("{}: {e}", p.display())))?;
+        if meta.is_dir() {
+            collect_dir(p, &mut out)?;
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PolicyError> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| PolicyError::Read(format!("{}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("..")))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect_dir(&p, out)?;
+        } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Every policy file under `paths` as (name, contents), in load order.
+pub fn read_files(paths: &[PathBuf]) -> Result<Vec<(String, String)>, PolicyError> {
+    policy_files(paths)?
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).map_err(|e| PolicyError::Read(format!("{}: {e}", f.display())))?;
+            Ok((f.display().to_string(), text))
+        })
+        .collect()
+}
+
 fn read_set(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
     if paths.is_empty() {
         return Ok(PolicySet { loaded_at: Some(SystemTime::now()), ..PolicySet::default() });
     }
-    let files = crate::cli::policy::policy_files(paths).map_err(|e| PolicyError::Read(format!("{e:#}")))?;
-    let mut texts = Vec::new();
+    let texts = read_files(paths)?;
     let mut all = Sha256::new();
     let mut hashes = Vec::new();
-    for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| PolicyError::Read(format!("{}: {e}", f.display())))?;
+    for (name, text) in &texts {
         let h = Sha256::digest(text.as_bytes());
-        all.update(f.display().to_string().as_bytes());
+        all.update(name.as_bytes());
         all.update(h);
-        hashes.push((f.display().to_string(), hex(&h)));
-        texts.push((f.display().to_string(), text));
+        hashes.push((name.clone(), hex(&h)));
     }
     let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
     let set = load_all(&refs).map_err(PolicyError::Invalid)?;

@@ -26,9 +26,6 @@ pub enum ProxyError {
     /// The client did not complete a request head within `limits.header_read_timeout`.
     #[error("request head not received within limits.header_read_timeout")]
     HeaderTimeout,
-    /// No upstream could be chosen (e.g. transparent without original destination).
-    #[error("no route: {0}")]
-    NoRoute(String),
     /// Connecting to the upstream failed.
     #[error("upstream connect to {addr} failed: {cause}")]
     UpstreamConnect {
@@ -82,9 +79,7 @@ impl ProxyError {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::NoRoute(_) | Self::UpstreamConnect { .. } | Self::UpstreamIdentity { .. } | Self::Upstream(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::UpstreamConnect { .. } | Self::UpstreamIdentity { .. } | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamConnectTimeout(_) | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::PolicyDenied(_) => StatusCode::FORBIDDEN,
@@ -100,7 +95,6 @@ impl ProxyError {
             Self::BodyTooLarge => "request body too large",
             Self::HeadersTooLarge => "request headers too large",
             Self::HeaderTimeout => "request header timeout",
-            Self::NoRoute(_) => "no route to upstream",
             Self::UpstreamConnect { .. } => "upstream connect failed",
             Self::UpstreamConnectTimeout(_) => "upstream connect timeout",
             Self::UpstreamTimeout => "upstream response timeout",
@@ -120,7 +114,7 @@ impl ProxyError {
             | Self::HeadersTooLarge
             | Self::BodyTooLarge
             | Self::HeaderTimeout => "client",
-            Self::NoRoute(_) | Self::Unavailable(_) => "proxy",
+            Self::Unavailable(_) => "proxy",
             Self::PolicyDenied(_) | Self::RateLimited { .. } => "policy",
             _ => "upstream",
         }

@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod dataset;
 pub mod demo;
 pub mod http;
 pub mod listen;

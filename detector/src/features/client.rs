@@ -1,0 +1,437 @@
+//! The client family: per-client sliding windows, keyed by the client string
+//! (peer identity, JWT subject or IP), in a bounded LRU table.
+//!
+//! Per client it keeps decayed request counts (1 s and 10 s), the error flags
+//! of the last 32 responses, the last 16 endpoints and request fingerprints,
+//! a reputation (decayed mean of its recent anomaly scores), and for
+//! inference clients the sketches of its last 16 tensors to one model, the
+//! current chain of tiny perturbations and the last 32 nearest-query
+//! distances for the PRADA test.
+
+use std::collections::HashMap;
+
+use super::oip::SKETCH;
+use super::{fnv1a, FieldKind, Sample};
+use crate::shapiro;
+
+/// Sketches kept per client.
+const SKETCHES: usize = 16;
+/// Nearest-query distances kept per client (PRADA window).
+const DISTANCES: usize = 32;
+/// Endpoints and fingerprints kept per client.
+const RECENT: usize = 16;
+/// Fewest distances before W is computed.
+pub const PRADA_MIN: usize = 20;
+/// Relative step below which two successive queries count as a perturbation.
+pub const PERTURBATION: f64 = 0.01;
+
+/// One client's window. Fixed size: see the size test.
+#[derive(Debug, Clone)]
+pub struct ClientState {
+    last_ts: f64,
+    rate1: f32,
+    rate10: f32,
+    reputation: f32,
+    spread: f32,
+    spread_n: u16,
+    requests: u32,
+    resp_bits: u32,
+    resp_n: u8,
+    recent_pos: u8,
+    sk_n: u8,
+    sk_pos: u8,
+    md_n: u8,
+    md_pos: u8,
+    chain: u16,
+    endpoints: [u32; RECENT],
+    fingerprints: [u64; RECENT],
+    model: u64,
+    sketches: [[f32; SKETCH]; SKETCHES],
+    distances: [f32; DISTANCES],
+}
+
+impl ClientState {
+    fn new(ts: f64) -> Self {
+        ClientState {
+            last_ts: ts,
+            rate1: 0.0,
+            rate10: 0.0,
+            reputation: 0.0,
+            spread: 0.0,
+            spread_n: 0,
+            requests: 0,
+            resp_bits: 0,
+            resp_n: 0,
+            recent_pos: 0,
+            sk_n: 0,
+            sk_pos: 0,
+            md_n: 0,
+            md_pos: 0,
+            chain: 0,
+            endpoints: [0; RECENT],
+            fingerprints: [0; RECENT],
+            model: 0,
+            sketches: [[0.0; SKETCH]; SKETCHES],
+            distances: [0.0; DISTANCES],
+        }
+    }
+
+    /// The client's reputation: decayed mean of its recent raw scores.
+    pub fn reputation(&self) -> f64 {
+        f64::from(self.reputation)
+    }
+
+    /// Requests seen from this client (saturating).
+    pub fn requests(&self) -> u32 {
+        self.requests
+    }
+}
+
+/// Signals of one request in its client's window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Signals {
+    /// Decayed request count, 1 s time constant (about requests per second).
+    pub rate1: f64,
+    /// Decayed request count, 10 s time constant.
+    pub rate10: f64,
+    /// Error share of the last responses (at least 8 seen).
+    pub errors: Option<f64>,
+    /// Distinct endpoints among the last 16 requests.
+    pub endpoints: f64,
+    /// Identical requests among the last 16.
+    pub duplicates: f64,
+    /// Length of the current chain of tiny perturbations.
+    pub chain: f64,
+    /// PRADA W over the client's nearest-query distances.
+    pub prada: Option<f64>,
+    /// Decayed mean of the client's input deviations (after 8 inputs).
+    pub spread: Option<f64>,
+    /// Reputation before this request.
+    pub reputation: f64,
+    /// Requests seen from this client, this one included.
+    pub requests: u32,
+}
+
+impl Signals {
+    /// Record the signals as [`FieldKind::Client`] observations.
+    pub fn push(&self, sample: &mut Sample) {
+        sample.push_num(FieldKind::Client, "rate1s", self.rate1);
+        sample.push_num(FieldKind::Client, "rate10s", self.rate10);
+        if let Some(e) = self.errors {
+            sample.push_num(FieldKind::Client, "errors", e);
+        }
+        sample.push_num(FieldKind::Client, "endpoints", self.endpoints);
+        sample.push_num(FieldKind::Client, "duplicates", self.duplicates);
+        sample.push_num(FieldKind::Client, "chain", self.chain);
+        if let Some(w) = self.prada {
+            sample.push_num(FieldKind::Client, "prada", w);
+        }
+        if let Some(s) = self.spread {
+            sample.push_num(FieldKind::Client, "spread", s);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: u64,
+    prev: u32,
+    next: u32,
+    state: ClientState,
+}
+
+const NIL: u32 = u32::MAX;
+
+/// Per-client windows: a bounded LRU table (least recently seen client is
+/// evicted first). Clients are keyed by a 64-bit FNV-1a hash of the client
+/// string: two clients colliding would share a window, with probability
+/// about n²/2⁶⁵.
+///
+/// A hand-made LRU (index-linked list in a `Vec` plus a `HashMap`): the
+/// crate's dependency list is fixed by the project and an `lru` crate is not
+/// on it; this is the textbook structure, one allocation per slot, O(1).
+#[derive(Debug)]
+pub struct Clients {
+    max: usize,
+    map: HashMap<u64, u32>,
+    slots: Vec<Entry>,
+    head: u32,
+    tail: u32,
+    evicted: u64,
+}
+
+impl Clients {
+    /// A table holding at most `max_clients` clients (at least 1).
+    pub fn new(max_clients: usize) -> Self {
+        let max = max_clients.clamp(1, NIL as usize - 1);
+        Clients { max, map: HashMap::new(), slots: Vec::new(), head: NIL, tail: NIL, evicted: 0 }
+    }
+
+    /// Clients currently tracked.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no client is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Clients evicted so far to respect the bound.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Bytes one tracked client costs: its slot plus its hash-table entry
+    /// (key, index and hashbrown's control byte, at its 7/8 load factor).
+    pub fn bytes_per_client() -> usize {
+        std::mem::size_of::<Entry>() + (std::mem::size_of::<(u64, u32)>() + 1) * 8 / 7 + 1
+    }
+
+    /// A client's state, if tracked (does not touch recency).
+    pub fn get(&self, client: &str) -> Option<&ClientState> {
+        let i = *self.map.get(&fnv1a(client.as_bytes()))?;
+        self.slots.get(i as usize).map(|e| &e.state)
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = (self.slots[i as usize].prev, self.slots[i as usize].next);
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.slots[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.slots[next as usize].prev = prev;
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        self.slots[i as usize].prev = NIL;
+        self.slots[i as usize].next = self.head;
+        if self.head != NIL {
+            self.slots[self.head as usize].prev = i;
+        }
+        self.head = i;
+        if self.tail == NIL {
+            self.tail = i;
+        }
+    }
+
+    /// The state of `client`, created (evicting the least recent) if new,
+    /// and marked most recent.
+    fn touch(&mut self, client: &str, ts: f64) -> &mut ClientState {
+        let key = fnv1a(client.as_bytes());
+        let i = match self.map.get(&key) {
+            Some(&i) => {
+                self.unlink(i);
+                i
+            }
+            None if self.slots.len() < self.max => {
+                let i = self.slots.len() as u32;
+                self.slots.push(Entry { key, prev: NIL, next: NIL, state: ClientState::new(ts) });
+                self.map.insert(key, i);
+                i
+            }
+            None => {
+                // Full: reuse the least recent slot. The table is non-empty here
+                // because max >= 1 and slots.len() >= max.
+                let i = self.tail;
+                self.unlink(i);
+                let old = self.slots[i as usize].key;
+                self.map.remove(&old);
+                self.evicted += 1;
+                self.slots[i as usize] = Entry { key, prev: NIL, next: NIL, state: ClientState::new(ts) };
+                self.map.insert(key, i);
+                i
+            }
+        };
+        self.push_front(i);
+        &mut self.slots[i as usize].state
+    }
+
+    /// Update `client`'s window with one request and return its signals.
+    /// `endpoint` identifies the endpoint (method and template), `sketch` the
+    /// tensor sketch with its model hash, `deviation` how far the tensor lies
+    /// from learned inputs.
+    pub fn observe_request(
+        &mut self,
+        client: &str,
+        ts: f64,
+        endpoint: u32,
+        fingerprint: u64,
+        sketch: Option<(u64, [f32; SKETCH])>,
+        deviation: Option<f64>,
+    ) -> Signals {
+        let st = self.touch(client, ts);
+        let dt = (ts - st.last_ts).max(0.0);
+        st.last_ts = st.last_ts.max(ts);
+        st.rate1 = (f64::from(st.rate1) * (-dt).exp() + 1.0) as f32;
+        st.rate10 = (f64::from(st.rate10) * (-dt / 10.0).exp() + 1.0) as f32;
+        st.requests = st.requests.saturating_add(1);
+
+        let filled = (st.requests as usize).min(RECENT);
+        let duplicates =
+            st.fingerprints[..filled.saturating_sub(1).min(RECENT)].iter().filter(|f| **f == fingerprint).count();
+        let pos = st.recent_pos as usize;
+        st.endpoints[pos] = endpoint;
+        st.fingerprints[pos] = fingerprint;
+        st.recent_pos = ((pos + 1) % RECENT) as u8;
+        let eps = &st.endpoints[..filled];
+        let distinct = eps.iter().enumerate().filter(|(i, e)| !eps[..*i].contains(e)).count();
+
+        let mut prada = None;
+        if let Some((model, sk)) = sketch {
+            if model != st.model {
+                st.model = model;
+                st.sk_n = 0;
+                st.sk_pos = 0;
+                st.md_n = 0;
+                st.md_pos = 0;
+                st.chain = 0;
+            }
+            let n = st.sk_n as usize;
+            if n > 0 {
+                let prev_i = (st.sk_pos as usize + SKETCHES - 1) % SKETCHES;
+                let prev = &st.sketches[prev_i];
+                let step = dist(prev, &sk);
+                let scale = (norm(prev) + norm(&sk)) / 2.0 + 1e-12;
+                let rel = step / scale;
+                if rel > 0.0 && rel < PERTURBATION {
+                    st.chain = st.chain.saturating_add(1);
+                } else if rel >= PERTURBATION {
+                    st.chain = 0;
+                }
+                let dmin = st.sketches[..n].iter().map(|s| dist(s, &sk)).fold(f64::INFINITY, f64::min);
+                if dmin > 0.0 && dmin.is_finite() {
+                    st.distances[st.md_pos as usize] = dmin as f32;
+                    st.md_pos = ((st.md_pos as usize + 1) % DISTANCES) as u8;
+                    st.md_n = (st.md_n + 1).min(DISTANCES as u8);
+                }
+            }
+            st.sketches[st.sk_pos as usize] = sk;
+            st.sk_pos = ((st.sk_pos as usize + 1) % SKETCHES) as u8;
+            st.sk_n = (st.sk_n + 1).min(SKETCHES as u8);
+            if st.md_n as usize >= PRADA_MIN {
+                let mut d = [0f64; DISTANCES];
+                let m = st.md_n as usize;
+                for (o, v) in d.iter_mut().zip(&st.distances[..m]) {
+                    *o = f64::from(*v);
+                }
+                prada = shapiro::w(&mut d[..m]);
+            }
+        }
+        let mut spread = None;
+        if let Some(d) = deviation.filter(|d| d.is_finite()) {
+            let d = d.min(1e3);
+            st.spread = if st.spread_n == 0 { d as f32 } else { (f64::from(st.spread) * 0.8 + d * 0.2) as f32 };
+            st.spread_n = st.spread_n.saturating_add(1);
+            if st.spread_n >= 8 {
+                spread = Some(f64::from(st.spread));
+            }
+        }
+        let errors = (st.resp_n >= 8).then(|| f64::from(st.resp_bits.count_ones()) / f64::from(st.resp_n));
+        Signals {
+            rate1: f64::from(st.rate1),
+            rate10: f64::from(st.rate10),
+            errors,
+            endpoints: distinct as f64,
+            duplicates: duplicates as f64,
+            chain: f64::from(st.chain),
+            prada,
+            spread,
+            reputation: f64::from(st.reputation),
+            requests: st.requests,
+        }
+    }
+
+    /// Fold a request's raw score into its client's reputation.
+    pub fn observe_score(&mut self, client: &str, raw: f64) {
+        if let Some(&i) = self.map.get(&fnv1a(client.as_bytes())) {
+            let st = &mut self.slots[i as usize].state;
+            let raw = if raw.is_finite() { raw.clamp(0.0, 40.0) } else { 40.0 };
+            st.reputation = (f64::from(st.reputation) * 0.85 + raw * 0.15) as f32;
+        }
+    }
+
+    /// Record a response to `client`: `status` >= 400 counts as an error.
+    /// `latency` (seconds) is accepted for future signals and not used yet.
+    pub fn observe_response(&mut self, client: &str, status: u16, _latency: f64, ts: f64) {
+        let st = self.touch(client, ts);
+        st.resp_bits = (st.resp_bits << 1) | u32::from(status >= 400);
+        st.resp_n = (st.resp_n + 1).min(32);
+    }
+}
+
+fn dist(a: &[f32; SKETCH], b: &[f32; SKETCH]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum::<f64>().sqrt()
+}
+
+fn norm(a: &[f32; SKETCH]) -> f64 {
+    a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_client_state_is_at_most_2_kib() {
+        let bytes = Clients::bytes_per_client();
+        // Measured: 1016 bytes (Entry 992 + table entry); the bound is 2 KiB.
+        assert!(bytes <= 2048, "{bytes} bytes per client");
+        assert!(bytes >= std::mem::size_of::<ClientState>());
+    }
+
+    #[test]
+    fn lru_bound_holds_and_evicts_least_recent() {
+        let mut c = Clients::new(3);
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            c.observe_request(name, i as f64, 0, 0, None, None);
+        }
+        c.observe_request("a", 3.0, 0, 0, None, None); // a is now most recent; b least
+        c.observe_request("d", 4.0, 0, 0, None, None);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.evicted(), 1);
+        assert!(c.get("b").is_none());
+        assert!(c.get("a").is_some() && c.get("c").is_some() && c.get("d").is_some());
+        for i in 0..1000 {
+            c.observe_request(&format!("x{i}"), 5.0, 0, 0, None, None);
+            assert!(c.len() <= 3);
+        }
+    }
+
+    #[test]
+    fn rates_duplicates_endpoints_errors() {
+        let mut c = Clients::new(10);
+        let mut s = Signals::default();
+        for i in 0..20 {
+            s = c.observe_request("a", f64::from(i) * 0.01, i as u32 % 4, 7, None, None);
+        }
+        assert!(s.rate1 > 15.0, "{}", s.rate1);
+        assert_eq!(s.duplicates, 15.0);
+        assert_eq!(s.endpoints, 4.0);
+        for _ in 0..10 {
+            c.observe_response("a", 404, 0.01, 1.0);
+        }
+        let s = c.observe_request("a", 1.0, 0, 1, None, None);
+        assert_eq!(s.errors, Some(1.0));
+    }
+
+    #[test]
+    fn perturbation_chain_counts_tiny_steps() {
+        let mut c = Clients::new(10);
+        let base = [1.0f32; SKETCH];
+        let mut s = Signals::default();
+        for i in 0..10 {
+            let mut sk = base;
+            sk[0] += i as f32 * 1e-3;
+            s = c.observe_request("adv", f64::from(i), 0, i as u64, Some((1, sk)), None);
+        }
+        assert_eq!(s.chain, 9.0);
+        let s = c.observe_request("adv", 11.0, 0, 99, Some((1, [5.0; SKETCH])), None);
+        assert_eq!(s.chain, 0.0);
+    }
+}

@@ -1,0 +1,370 @@
+//! Feature extraction: what a request looks like, as numbers and as field
+//! observations, before any model is consulted.
+//!
+//! One module per family: [`request`] (request line, headers, body bytes),
+//! [`params`] (query, form and JSON parameters), [`oip`] (Open Inference
+//! Protocol v2 payloads) and [`client`] (per-client sliding windows).
+//! Everything here works on borrowed bytes; the only allocations are the
+//! [`Sample`] the caller may hand back to learning.
+
+pub mod client;
+pub mod oip;
+pub mod params;
+pub mod request;
+
+use serde::{Deserialize, Serialize};
+
+/// Number of request-level numeric features (the vector the k-means model sees).
+pub const DIM: usize = 16;
+
+/// Names of the numeric features, in vector order (used in explanations).
+pub const FEATURE_NAMES: [&str; DIM] = [
+    "URI length",
+    "query length",
+    "query parameter count",
+    "body size",
+    "body byte entropy",
+    "non-printable body bytes",
+    "percent-encoding density",
+    "special characters in parameter values",
+    "header count",
+    "header bytes",
+    "path depth",
+    "digits in path",
+    "body field count",
+    "tensor elements",
+    "upper-case share in parameter values",
+    "non-ASCII share in parameter values",
+];
+
+/// Character classes of a field value, as bits of a `u64`.
+///
+/// Bits 0..32 are the 32 ASCII punctuation characters in [`PUNCT`] order;
+/// then the classes below. A value's class set is the union over its bytes
+/// (after percent-decoding for URL and form parameters).
+pub mod class {
+    /// `A-Z`.
+    pub const UPPER: u32 = 32;
+    /// `a-z`.
+    pub const LOWER: u32 = 33;
+    /// `0-9`.
+    pub const DIGIT: u32 = 34;
+    /// The space character.
+    pub const SPACE: u32 = 35;
+    /// Control characters (tab, CR, LF, DEL, ...), except NUL.
+    pub const CONTROL: u32 = 36;
+    /// Bytes >= 0x80 (non-ASCII text or binary).
+    pub const NON_ASCII: u32 = 37;
+    /// The raw value held `%XX` escapes.
+    pub const PERCENT_ENCODED: u32 = 38;
+    /// The raw value held an escaped `%` (`%25`): double encoding.
+    pub const DOUBLE_ENCODED: u32 = 39;
+    /// A NUL byte.
+    pub const NUL: u32 = 40;
+    /// Number of classes (bits in use).
+    pub const COUNT: usize = 41;
+}
+
+/// The 32 ASCII punctuation characters, in class-bit order.
+pub const PUNCT: &[u8; 32] = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+
+/// Class bit for one byte.
+#[inline]
+pub fn byte_class(b: u8) -> u32 {
+    match b {
+        b'A'..=b'Z' => class::UPPER,
+        b'a'..=b'z' => class::LOWER,
+        b'0'..=b'9' => class::DIGIT,
+        b' ' => class::SPACE,
+        0 => class::NUL,
+        1..=31 | 127 => class::CONTROL,
+        128..=255 => class::NON_ASCII,
+        _ => PUNCT_INDEX[b as usize] as u32,
+    }
+}
+
+/// Index of each ASCII punctuation byte in [`PUNCT`] (0 for other bytes; only
+/// read for punctuation).
+const PUNCT_INDEX: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < PUNCT.len() {
+        t[PUNCT[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Human name of a class bit, for explanations.
+pub fn class_name(bit: u32) -> String {
+    match bit {
+        class::UPPER => "upper-case letters".into(),
+        class::LOWER => "lower-case letters".into(),
+        class::DIGIT => "digits".into(),
+        class::SPACE => "spaces".into(),
+        class::CONTROL => "control characters".into(),
+        class::NON_ASCII => "non-ASCII bytes".into(),
+        class::PERCENT_ENCODED => "percent-encoding".into(),
+        class::DOUBLE_ENCODED => "double percent-encoding".into(),
+        class::NUL => "NUL bytes".into(),
+        b if (b as usize) < PUNCT.len() => format!("'{}'", PUNCT[b as usize] as char),
+        _ => "unknown class".into(),
+    }
+}
+
+/// Whether a class bit is a "special" character for web attacks
+/// (`'"<>;()|&$%` and friends), counted in the request vector.
+#[inline]
+pub fn is_special(b: u8) -> bool {
+    matches!(b, b'\'' | b'"' | b'<' | b'>' | b';' | b'(' | b')' | b'|' | b'&' | b'$' | b'`' | b'\\' | b'{' | b'}' | 0)
+}
+
+/// FNV-1a, 64 bit. Value hashes are stored in model snapshots, so they must
+/// not change between Rust releases (std's `DefaultHasher` may); the
+/// dependency list of this crate is fixed by the project, and this is six
+/// lines.
+#[inline]
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Where a field came from; profiles are kept per kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FieldKind {
+    /// A URL query parameter.
+    Query,
+    /// An `application/x-www-form-urlencoded` body parameter.
+    Form,
+    /// A top-level key of a JSON body, or an OIP `parameters` key.
+    Json,
+    /// A request header (profiled per service, not per endpoint).
+    Header,
+    /// A statistic of one OIP v2 input tensor (`model/input.stat`).
+    Tensor,
+    /// One element of an OIP v2 BYTES input (`model/input`).
+    TensorBytes,
+    /// A per-client behaviour signal (profiled across the client population).
+    Client,
+}
+
+impl FieldKind {
+    /// Number of kinds.
+    pub const COUNT: usize = 7;
+
+    /// Dense index of the kind.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Word used in explanations.
+    pub fn noun(self) -> &'static str {
+        match self {
+            FieldKind::Query => "query parameter",
+            FieldKind::Form => "form parameter",
+            FieldKind::Json => "JSON field",
+            FieldKind::Header => "header",
+            FieldKind::Tensor => "input",
+            FieldKind::TensorBytes => "BYTES input",
+            FieldKind::Client => "client signal",
+        }
+    }
+}
+
+/// One observed field: what profiles need to score and to learn it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldObs {
+    /// Where it came from.
+    pub kind: FieldKind,
+    /// Byte range of its name in [`Sample::names`].
+    pub name: (u32, u32),
+    /// Character classes of the (decoded) value.
+    pub classes: u64,
+    /// Length of the (decoded) value in bytes.
+    pub len: u32,
+    /// The value as a finite number, when it is one.
+    pub num: Option<f64>,
+    /// FNV-1a hash of the (decoded) value, for low-cardinality fields.
+    pub hash: u64,
+}
+
+/// What one request looked like: the numeric vector, the endpoint, every
+/// field observation and the client's signals. Produced by
+/// [`crate::score::score`] and handed back to [`crate::learner::Learner::learn`]
+/// when the request was judged normal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Arrival time, seconds.
+    pub ts: f64,
+    /// Request method (upper-case as sent).
+    pub method: String,
+    /// Normalised path segments (numbers, UUIDs and long hex collapsed),
+    /// joined by `/`; the learner builds templates from these.
+    pub path: String,
+    /// Request-level numeric features (raw, not standardised).
+    pub vector: [f64; DIM],
+    /// Field names, concatenated; [`FieldObs::name`] indexes into it.
+    pub names: String,
+    /// Field observations.
+    pub fields: Vec<FieldObs>,
+    /// Leading elements (at most [`oip::POSITIONS`]) of each numeric input,
+    /// by `model/input`, for the learned per-position statistics.
+    pub tensors: Vec<(String, Vec<f32>)>,
+    /// Raw anomaly score the request got (surprise bits), for calibration.
+    pub raw: f64,
+    /// Whether the verdict flagged it (band anomalous); such samples are refused.
+    pub flagged: bool,
+    /// Whether the model was still warming up when it was scored.
+    pub warming_up: bool,
+}
+
+impl Sample {
+    /// The name of one field observation.
+    pub fn name(&self, f: &FieldObs) -> &str {
+        self.names.get(f.name.0 as usize..f.name.1 as usize).unwrap_or("")
+    }
+
+    /// Add a field observation for a value given as bytes.
+    pub(crate) fn push_field(&mut self, kind: FieldKind, name: &str, value: &[u8], extra_classes: u64) {
+        let start = self.names.len() as u32;
+        self.names.push_str(name);
+        let end = self.names.len() as u32;
+        self.fields.push(FieldObs {
+            kind,
+            name: (start, end),
+            classes: classes_of(value) | extra_classes,
+            len: value.len().min(u32::MAX as usize) as u32,
+            num: parse_num(value),
+            hash: fnv1a(value),
+        });
+    }
+
+    /// Add a numeric field observation (tensor statistics, client signals).
+    pub(crate) fn push_num(&mut self, kind: FieldKind, name: &str, v: f64) {
+        let start = self.names.len() as u32;
+        self.names.push_str(name);
+        let end = self.names.len() as u32;
+        let v = if v.is_finite() { v } else { 0.0 };
+        self.fields.push(FieldObs {
+            kind,
+            name: (start, end),
+            classes: 1 << class::DIGIT,
+            len: 0,
+            num: Some(v),
+            hash: v.to_bits(),
+        });
+    }
+
+    /// Add a categorical field observation (a datatype, a shape).
+    pub(crate) fn push_cat(&mut self, kind: FieldKind, name: &str, value: &[u8]) {
+        let start = self.names.len() as u32;
+        self.names.push_str(name);
+        let end = self.names.len() as u32;
+        self.fields.push(FieldObs {
+            kind,
+            name: (start, end),
+            classes: 0,
+            len: value.len().min(u32::MAX as usize) as u32,
+            num: None,
+            hash: fnv1a(value),
+        });
+    }
+}
+
+/// Class set of a byte string.
+#[inline]
+pub fn classes_of(value: &[u8]) -> u64 {
+    let mut set = 0u64;
+    for &b in value {
+        set |= 1u64 << byte_class(b);
+    }
+    set
+}
+
+/// A value as a finite number (at most 32 bytes; no `NaN`/`inf` words).
+#[inline]
+pub fn parse_num(value: &[u8]) -> Option<f64> {
+    if value.is_empty() || value.len() > 32 {
+        return None;
+    }
+    let first = value[0];
+    if !(first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.') {
+        return None;
+    }
+    let s = std::str::from_utf8(value).ok()?;
+    let v: f64 = s.parse().ok()?;
+    v.is_finite().then_some(v)
+}
+
+/// Percent-decode `raw` into `out` (cleared first); `+` becomes a space when
+/// `plus_is_space`. Returns the extra classes the raw form carried
+/// ([`class::PERCENT_ENCODED`], [`class::DOUBLE_ENCODED`]).
+pub fn percent_decode(raw: &[u8], plus_is_space: bool, out: &mut Vec<u8>) -> u64 {
+    out.clear();
+    let mut extra = 0u64;
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'%' && i + 2 < raw.len() {
+            if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
+                let v = h * 16 + l;
+                extra |= 1 << class::PERCENT_ENCODED;
+                if v == b'%' {
+                    extra |= 1 << class::DOUBLE_ENCODED;
+                }
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if plus_is_space && b == b'+' { b' ' } else { b });
+        i += 1;
+    }
+    extra
+}
+
+#[inline]
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_cover_attack_characters() {
+        let c = classes_of(b"1' OR '1'='1");
+        assert!(c & (1 << byte_class(b'\'')) != 0);
+        assert!(c & (1 << class::SPACE) != 0);
+        assert!(c & (1 << class::UPPER) != 0);
+        assert_eq!(class_name(byte_class(b'<')), "'<'");
+    }
+
+    #[test]
+    fn percent_decoding_marks_encodings() {
+        let mut out = Vec::new();
+        let extra = percent_decode(b"a%27b+c%2527%zz%4", true, &mut out);
+        assert_eq!(out, b"a'b c%27%zz%4");
+        assert!(extra & (1 << class::PERCENT_ENCODED) != 0);
+        assert!(extra & (1 << class::DOUBLE_ENCODED) != 0);
+    }
+
+    #[test]
+    fn numbers_are_finite_only() {
+        assert_eq!(parse_num(b"12.5"), Some(12.5));
+        assert_eq!(parse_num(b"-3e2"), Some(-300.0));
+        assert_eq!(parse_num(b"NaN"), None);
+        assert_eq!(parse_num(b"1e999"), None);
+        assert_eq!(parse_num(b"abc"), None);
+    }
+}

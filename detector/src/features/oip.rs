@@ -1,0 +1,574 @@
+//! The inference-payload family: Open Inference Protocol v2 requests (JSON,
+//! and the binary tensor extension where `Inference-Header-Content-Length: N`
+//! says the first N body bytes are JSON and raw little-endian tensors follow,
+//! sized by each input's `parameters.binary_data_size`).
+//!
+//! Each input becomes a handful of [`FieldKind::Tensor`] observations named
+//! `model/input.stat` (datatype, shape, batch, element count, shape/data
+//! mismatch, min, max, mean, std, L2 norm, NaN/Inf count, share of values
+//! outside the learned range) and, for BYTES inputs, one
+//! [`FieldKind::TensorBytes`] observation per element. Never panics on any
+//! bytes: a body that does not parse is itself an observation
+//! (`model.request = invalid`).
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::params::json_field;
+use super::request::{cap_name, ValueStats, MAX_FIELDS};
+use super::{FieldKind, Sample};
+
+/// Dimensions of a tensor sketch (means of equal chunks of the flat tensor).
+pub const SKETCH: usize = 8;
+/// BYTES elements taken as field observations per input.
+const MAX_BYTES_ELEMENTS: usize = 16;
+/// Numeric elements kept per input (statistics cover these).
+const MAX_ELEMENTS: usize = 1 << 20;
+
+/// Leading elements of an input with learned per-position statistics.
+pub const POSITIONS: usize = 32;
+
+/// What the model learned about inputs, by `model/input` (the model provides it).
+pub trait InputRanges {
+    /// The learned `(lowest, highest)` element value of an input, if known.
+    fn range(&self, input: &str) -> Option<(f64, f64)>;
+    /// Learned mean and standard deviation of each leading element position.
+    fn positions(&self, input: &str) -> Option<&[crate::profile::Stat]>;
+}
+
+/// No learned ranges (tests, warm-up).
+#[derive(Debug, Clone, Copy)]
+pub struct NoRanges;
+
+impl InputRanges for NoRanges {
+    fn range(&self, _: &str) -> Option<(f64, f64)> {
+        None
+    }
+    fn positions(&self, _: &str) -> Option<&[crate::profile::Stat]> {
+        None
+    }
+}
+
+/// Root mean square of the per-position z-scores of the leading elements
+/// against their learned statistics: about 1 for inputs like the learned
+/// ones, larger for inputs spread over the whole domain or shifted.
+pub fn deviation(values: &[f64], positions: &[crate::profile::Stat]) -> Option<f64> {
+    let mut sum = 0.0;
+    let mut n = 0usize;
+    for (v, p) in values.iter().zip(positions) {
+        if p.n < crate::profile::MIN_OBS || !v.is_finite() {
+            continue;
+        }
+        let sd = p.std().max(1e-6 * p.mean.abs()).max(1e-9);
+        let z = ((v - p.mean) / sd).clamp(-1e3, 1e3);
+        sum += z * z;
+        n += 1;
+    }
+    (n > 0).then(|| (sum / n as f64).sqrt())
+}
+
+/// What the OIP extraction found.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Number of inputs.
+    pub inputs: usize,
+    /// Total elements over all inputs.
+    pub elements: usize,
+    /// Sketch of the first numeric input, with the hash of the model name.
+    pub sketch: Option<(u64, [f32; SKETCH])>,
+    /// Per-position deviation of the first numeric input (see [`deviation`]).
+    pub deviation: Option<f64>,
+}
+
+/// A flattened `data` array: numbers (bools as 0/1) and strings.
+#[derive(Debug, Default)]
+pub struct Flat {
+    /// Numeric elements (at most `MAX_ELEMENTS`).
+    pub nums: Vec<f64>,
+    /// The first BYTES elements.
+    pub strs: Vec<String>,
+    /// All elements seen, numeric or not.
+    pub count: usize,
+    /// Elements that were neither number, bool nor string (null, objects).
+    pub other: usize,
+}
+
+struct FlatSeed<'a>(&'a mut Flat);
+
+impl<'de> DeserializeSeed<'de> for FlatSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl FlatSeed<'_> {
+    fn num(self, v: f64) {
+        self.0.count += 1;
+        if self.0.nums.len() < MAX_ELEMENTS {
+            self.0.nums.push(v);
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for FlatSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a tensor data array")
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.num(v);
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.num(v as f64);
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.num(v as f64);
+        Ok(())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.num(f64::from(u8::from(v)));
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.count += 1;
+        if self.0.strs.len() < MAX_BYTES_ELEMENTS {
+            self.0.strs.push(v.to_owned());
+        }
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.count += 1;
+        self.0.other += 1;
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        self.0.count += 1;
+        self.0.other += 1;
+        while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(FlatSeed(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+fn flat<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<Flat>, D::Error> {
+    let mut f = Flat::default();
+    FlatSeed(&mut f).deserialize(d)?;
+    Ok(Some(f))
+}
+
+/// One OIP v2 request input.
+#[derive(Debug, Deserialize)]
+pub struct Input {
+    /// Input name.
+    pub name: String,
+    /// Declared shape (numbers; anything else fails the parse).
+    pub shape: Vec<f64>,
+    /// Declared datatype (`FP32`, `INT64`, `BYTES`, ...).
+    pub datatype: String,
+    /// Per-input parameters (`binary_data_size`, ...).
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+    /// Flattened data, when sent in JSON.
+    #[serde(default, deserialize_with = "flat")]
+    pub data: Option<Flat>,
+}
+
+/// An OIP v2 inference request.
+#[derive(Debug, Deserialize)]
+pub struct InferRequest {
+    /// Request-level parameters.
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+    /// The inputs.
+    pub inputs: Vec<Input>,
+}
+
+/// Bytes per element of a fixed-size datatype (`None` for BYTES or unknown).
+pub fn dtype_size(dt: &str) -> Option<usize> {
+    Some(match dt {
+        "BOOL" | "INT8" | "UINT8" => 1,
+        "INT16" | "UINT16" | "FP16" | "BF16" => 2,
+        "INT32" | "UINT32" | "FP32" => 4,
+        "INT64" | "UINT64" | "FP64" => 8,
+        _ => return None,
+    })
+}
+
+/// Decode little-endian tensor bytes of a fixed-size datatype into `out`.
+pub fn decode_binary(dt: &str, bytes: &[u8], out: &mut Vec<f64>) {
+    let Some(size) = dtype_size(dt) else { return };
+    for c in bytes.chunks_exact(size).take(MAX_ELEMENTS) {
+        let v = match (dt, c) {
+            ("BOOL" | "UINT8", [a]) => f64::from(*a),
+            ("INT8", [a]) => f64::from(*a as i8),
+            ("INT16", &[a, b]) => f64::from(i16::from_le_bytes([a, b])),
+            ("UINT16", &[a, b]) => f64::from(u16::from_le_bytes([a, b])),
+            ("FP16", &[a, b]) => f16_to_f64(u16::from_le_bytes([a, b])),
+            ("BF16", &[a, b]) => f64::from(f32::from_bits(u32::from(u16::from_le_bytes([a, b])) << 16)),
+            ("INT32", &[a, b, c2, d]) => f64::from(i32::from_le_bytes([a, b, c2, d])),
+            ("UINT32", &[a, b, c2, d]) => f64::from(u32::from_le_bytes([a, b, c2, d])),
+            ("FP32", &[a, b, c2, d]) => f64::from(f32::from_le_bytes([a, b, c2, d])),
+            ("INT64", c) => c.try_into().map(|a| i64::from_le_bytes(a) as f64).unwrap_or(0.0),
+            ("UINT64", c) => c.try_into().map(|a| u64::from_le_bytes(a) as f64).unwrap_or(0.0),
+            ("FP64", c) => c.try_into().map(f64::from_le_bytes).unwrap_or(0.0),
+            _ => 0.0,
+        };
+        out.push(v);
+    }
+}
+
+/// IEEE half precision to f64 (no `half` crate for one conversion).
+fn f16_to_f64(h: u16) -> f64 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = i32::from((h >> 10) & 0x1f);
+    let frac = f64::from(h & 0x3ff);
+    match exp {
+        0 => sign * frac * 2f64.powi(-24),
+        31 if frac == 0.0 => sign * f64::INFINITY,
+        31 => f64::NAN,
+        e => sign * (1.0 + frac / 1024.0) * 2f64.powi(e - 15),
+    }
+}
+
+/// Split binary BYTES tensor data (4-byte LE length prefixes) into elements.
+fn decode_binary_bytes(bytes: &[u8], strs: &mut Vec<String>) -> usize {
+    let mut rest = bytes;
+    let mut n = 0;
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        rest = &rest[4..];
+        let take = len.min(rest.len());
+        if strs.len() < MAX_BYTES_ELEMENTS {
+            strs.push(String::from_utf8_lossy(&rest[..take]).into_owned());
+        }
+        rest = &rest[take..];
+        n += 1;
+    }
+    n
+}
+
+/// The model name in an OIP path (`/v2/models/{name}/...`), or `_`.
+pub fn model_name(path: &str) -> &str {
+    let mut segs = path.split('/');
+    while let Some(s) = segs.next() {
+        if s == "models" {
+            return segs.next().map(cap_name).unwrap_or("_");
+        }
+    }
+    "_"
+}
+
+/// Extract OIP v2 fields from `body` into `sample`. Returns `None` when the
+/// body is not an OIP request at all (no `inputs` key): the caller falls back
+/// to generic JSON fields. A malformed OIP request yields an `invalid`
+/// observation and `Some`.
+pub fn extract(
+    body: &[u8],
+    header_len: Option<usize>,
+    model: &str,
+    ranges: &dyn InputRanges,
+    sample: &mut Sample,
+    stats: &mut ValueStats,
+) -> Option<Summary> {
+    let (json, mut binary) = match header_len {
+        Some(n) if n <= body.len() => body.split_at(n),
+        Some(_) => (body, &body[body.len()..]),
+        None => (body, &body[body.len()..]),
+    };
+    let mut name = String::with_capacity(64);
+    name.push_str(model);
+    name.push_str(".request");
+    let req: InferRequest = match serde_json::from_slice(json) {
+        Ok(r) => r,
+        Err(_) => {
+            if !super::request::contains_ignore_case(json, b"\"inputs\"") {
+                return None;
+            }
+            sample.push_cat(FieldKind::Tensor, &name, b"invalid");
+            return Some(Summary::default());
+        }
+    };
+    let declared_binary = header_len.is_some();
+    sample.push_cat(FieldKind::Tensor, &name, if declared_binary { b"binary" } else { b"json" });
+    name.truncate(model.len());
+    name.push_str(".inputs");
+    sample.push_num(FieldKind::Tensor, &name, req.inputs.len() as f64);
+    let mut scratch_name = String::new();
+    if let Some(params) = &req.parameters {
+        for (k, v) in params.iter().take(32) {
+            name.clear();
+            name.push_str("parameters.");
+            name.push_str(cap_name(k));
+            json_field(FieldKind::Json, &name, v, sample, stats, &mut scratch_name, 0);
+        }
+    }
+    let mut summary = Summary { inputs: req.inputs.len(), ..Summary::default() };
+    let mut nums = Vec::new();
+    let mut strs = Vec::new();
+    for input in req.inputs.iter().take(32) {
+        if sample.fields.len() >= MAX_FIELDS {
+            break;
+        }
+        name.clear();
+        name.push_str(model);
+        name.push('/');
+        name.push_str(cap_name(&input.name));
+        let base = name.len();
+        nums.clear();
+        strs.clear();
+        // Declared element count from the shape (negative or fractional dims count as mismatch).
+        let mut declared: f64 = 1.0;
+        let mut bad_shape = false;
+        for d in &input.shape {
+            if *d < 0.0 || d.fract() != 0.0 {
+                bad_shape = true;
+            }
+            declared *= d.max(0.0);
+        }
+        let bin_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64);
+        let mut count = 0usize;
+        let mut mismatch = bad_shape;
+        match (&input.data, bin_size) {
+            (Some(f), _) => {
+                nums.extend_from_slice(&f.nums);
+                strs.extend(f.strs.iter().cloned());
+                count = f.count;
+                mismatch |= f.other > 0;
+            }
+            (None, Some(size)) => {
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
+                let take = size.min(binary.len());
+                let (mine, rest) = binary.split_at(take);
+                binary = rest;
+                mismatch |= take < size;
+                if input.datatype == "BYTES" {
+                    count = decode_binary_bytes(mine, &mut strs);
+                } else {
+                    decode_binary(&input.datatype, mine, &mut nums);
+                    count = nums.len();
+                    mismatch |= dtype_size(&input.datatype).is_none_or(|s| mine.len() % s != 0);
+                }
+            }
+            (None, None) => mismatch = true,
+        }
+        mismatch |= declared != count as f64;
+        summary.elements += count;
+
+        let put = |sample: &mut Sample, name: &mut String, stat: &str, v: f64| {
+            name.truncate(base);
+            name.push_str(stat);
+            sample.push_num(FieldKind::Tensor, name, v);
+        };
+        name.push_str(".dtype");
+        sample.push_cat(FieldKind::Tensor, &name, input.datatype.as_bytes());
+        name.truncate(base);
+        name.push_str(".shape");
+        let shape_key = shape_key(&input.shape);
+        sample.push_cat(FieldKind::Tensor, &name, shape_key.as_bytes());
+        put(sample, &mut name, ".batch", input.shape.first().copied().unwrap_or(0.0));
+        put(sample, &mut name, ".elements", count as f64);
+        put(sample, &mut name, ".mismatch", f64::from(u8::from(mismatch)));
+        if let Some(params) = &input.parameters {
+            for (k, v) in params.iter().filter(|(k, _)| k.as_str() != "binary_data_size").take(16) {
+                name.truncate(base);
+                name.push_str(".parameters.");
+                name.push_str(cap_name(k));
+                let n = name.clone();
+                json_field(FieldKind::Json, &n, v, sample, stats, &mut scratch_name, 0);
+            }
+        }
+        if !nums.is_empty() {
+            name.truncate(base);
+            let range = ranges.range(&name);
+            let st = tensor_stats(&nums, range);
+            put(sample, &mut name, ".min", st.min);
+            put(sample, &mut name, ".max", st.max);
+            put(sample, &mut name, ".mean", st.mean);
+            put(sample, &mut name, ".std", st.std);
+            put(sample, &mut name, ".l2", st.l2);
+            put(sample, &mut name, ".nonfinite", st.nonfinite as f64);
+            put(sample, &mut name, ".outside", st.outside);
+            name.truncate(base);
+            let dev = ranges.positions(&name).and_then(|p| deviation(&nums, p));
+            if let Some(d) = dev {
+                put(sample, &mut name, ".deviation", d);
+            }
+            name.truncate(base);
+            if sample.tensors.len() < 8 {
+                let lead = nums.iter().take(POSITIONS).map(|v| *v as f32).collect();
+                sample.tensors.push((name.clone(), lead));
+            }
+            if summary.sketch.is_none() {
+                summary.deviation = dev;
+                summary.sketch = Some((super::fnv1a(model.as_bytes()), sketch(&nums)));
+            }
+        }
+        if !strs.is_empty() {
+            name.truncate(base);
+            for s in &strs {
+                stats.add(s.as_bytes());
+                sample.push_field(FieldKind::TensorBytes, &name, s.as_bytes(), 0);
+            }
+        }
+    }
+    Some(summary)
+}
+
+/// Shape as a category: rank and the non-batch dimensions (`b,4,4`).
+fn shape_key(shape: &[f64]) -> String {
+    let mut s = String::with_capacity(16);
+    for (i, d) in shape.iter().enumerate().take(8) {
+        if i == 0 {
+            s.push('b');
+        } else {
+            s.push(',');
+            s.push_str(&format!("{d}"));
+        }
+    }
+    s
+}
+
+/// Statistics of a tensor's values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TensorStats {
+    /// Smallest finite value.
+    pub min: f64,
+    /// Largest finite value.
+    pub max: f64,
+    /// Mean of finite values.
+    pub mean: f64,
+    /// Standard deviation of finite values.
+    pub std: f64,
+    /// L2 norm of finite values.
+    pub l2: f64,
+    /// NaN and infinite values.
+    pub nonfinite: usize,
+    /// Share of finite values outside the learned range (0 without one).
+    pub outside: f64,
+}
+
+/// Compute [`TensorStats`]; `range` is the learned element range.
+pub fn tensor_stats(values: &[f64], range: Option<(f64, f64)>) -> TensorStats {
+    let (mut min, mut max, mut sum, mut sq, mut n, mut nonfinite, mut outside) =
+        (f64::INFINITY, f64::NEG_INFINITY, 0.0, 0.0, 0usize, 0usize, 0usize);
+    let (lo, hi) = range.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
+    let pad = if hi > lo && (hi - lo).is_finite() { (hi - lo) * 0.05 } else { 0.0 };
+    for &v in values {
+        if !v.is_finite() {
+            nonfinite += 1;
+            continue;
+        }
+        min = min.min(v);
+        max = max.max(v);
+        sum += v;
+        sq += v * v;
+        n += 1;
+        outside += usize::from(v < lo - pad || v > hi + pad);
+    }
+    if n == 0 {
+        return TensorStats { min: 0.0, max: 0.0, mean: 0.0, std: 0.0, l2: 0.0, nonfinite, outside: 0.0 };
+    }
+    let nf = n as f64;
+    let mean = sum / nf;
+    let var = (sq / nf - mean * mean).max(0.0);
+    TensorStats { min, max, mean, std: var.sqrt(), l2: sq.sqrt(), nonfinite, outside: outside as f64 / nf }
+}
+
+/// Sketch of a tensor: means of [`SKETCH`] equal chunks (zero-padded).
+pub fn sketch(values: &[f64]) -> [f32; SKETCH] {
+    let mut out = [0f32; SKETCH];
+    if values.is_empty() {
+        return out;
+    }
+    let chunk = values.len().div_ceil(SKETCH);
+    for (i, c) in values.chunks(chunk).enumerate().take(SKETCH) {
+        let finite = c.iter().filter(|v| v.is_finite());
+        let (s, n) = finite.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+        out[i] = if n == 0 { 0.0 } else { (s / n as f64) as f32 };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(s: &Sample) -> Vec<(String, Option<f64>)> {
+        s.fields.iter().map(|f| (s.name(f).to_string(), f.num)).collect()
+    }
+
+    fn get(s: &Sample, name: &str) -> Option<f64> {
+        fields(s).into_iter().find(|(n, _)| n == name).and_then(|(_, v)| v)
+    }
+
+    #[test]
+    fn json_inputs_become_stats() {
+        let body = br#"{"parameters": {"priority": 1}, "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]}]}"#;
+        let mut s = crate::score::empty_sample();
+        let mut st = ValueStats::default();
+        let sum = extract(body, None, "iris", &NoRanges, &mut s, &mut st).expect("oip");
+        assert_eq!(sum.inputs, 1);
+        assert_eq!(sum.elements, 4);
+        assert_eq!(get(&s, "iris/x.min"), Some(1.0));
+        assert_eq!(get(&s, "iris/x.max"), Some(4.0));
+        assert_eq!(get(&s, "iris/x.mean"), Some(2.5));
+        assert_eq!(get(&s, "iris/x.mismatch"), Some(0.0));
+        assert_eq!(get(&s, "parameters.priority"), Some(1.0));
+        assert!(sum.sketch.is_some());
+    }
+
+    #[test]
+    fn shape_mismatch_and_bad_shapes_are_seen() {
+        let body = br#"{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2]}]}"#;
+        let mut s = crate::score::empty_sample();
+        extract(body, None, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        assert_eq!(get(&s, "m/x.mismatch"), Some(1.0));
+        let body = br#"{"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": []}]}"#;
+        let mut s = crate::score::empty_sample();
+        extract(body, None, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        assert_eq!(get(&s, "m/x.mismatch"), Some(1.0));
+    }
+
+    #[test]
+    fn binary_extension_is_decoded() {
+        let json = br#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}, {"name": "t", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 7}}]}"#;
+        let mut body = json.to_vec();
+        body.extend_from_slice(&1.5f32.to_le_bytes());
+        body.extend_from_slice(&f32::NAN.to_le_bytes());
+        body.extend_from_slice(&3u32.to_le_bytes());
+        body.extend_from_slice(b"a<b");
+        let mut s = crate::score::empty_sample();
+        let sum = extract(&body, Some(json.len()), "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        assert_eq!(sum.elements, 3);
+        assert_eq!(get(&s, "m/x.nonfinite"), Some(1.0));
+        assert_eq!(get(&s, "m/x.max"), Some(1.5));
+        assert!(s.fields.iter().any(|f| f.kind == FieldKind::TensorBytes && f.len == 3));
+    }
+
+    #[test]
+    fn invalid_oip_is_an_observation_and_non_oip_is_none() {
+        let mut s = crate::score::empty_sample();
+        let r = extract(br#"{"inputs": [{"name": 5}]}"#, None, "m", &NoRanges, &mut s, &mut ValueStats::default());
+        assert!(r.is_some());
+        assert_eq!(s.fields.len(), 1);
+        let r = extract(br#"{"query": "x"}"#, None, "m", &NoRanges, &mut s, &mut ValueStats::default());
+        assert!(r.is_none());
+    }
+
+    #[test]
+    fn outside_share_uses_learned_range() {
+        let st = tensor_stats(&[0.0, 0.5, 1.0, 40.0], Some((0.0, 1.0)));
+        assert_eq!(st.outside, 0.25);
+        assert_eq!(st.nonfinite, 0);
+        assert!((f16_to_f64(0x3c00) - 1.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,329 @@
+//! The request family: request line, path normalisation, headers, body bytes,
+//! and the driver that fills a [`Sample`] from a [`Request`].
+
+use super::{classes_of, is_special, oip, params, percent_decode, FieldKind, Sample, DIM};
+
+/// One request as the detector sees it: borrowed, with the caller's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// HTTP method, e.g. `POST`.
+    pub method: &'a str,
+    /// Request target in origin form (`/path?query`).
+    pub uri: &'a str,
+    /// Header fields in arrival order; names in any case.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// Request body (possibly truncated by the caller).
+    pub body: &'a [u8],
+    /// Who called: peer identity, JWT subject or IP address.
+    pub client: &'a str,
+    /// Arrival time in seconds (any epoch, monotone per client is enough).
+    pub ts: f64,
+}
+
+/// Maximum number of fields taken from one request (query + form + JSON +
+/// headers + tensors); the rest are counted in the vector only.
+pub const MAX_FIELDS: usize = 96;
+/// Field names longer than this are cut (on a char boundary).
+pub const MAX_NAME: usize = 64;
+/// Body bytes looked at for entropy and non-printable share.
+const BODY_STATS_BYTES: usize = 4096;
+
+/// What extraction found besides the sample: inputs for the client window.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// A sketch of the first numeric tensor (for perturbation chains and PRADA),
+    /// with the hash of the model name it was sent to.
+    pub sketch: Option<(u64, [f32; oip::SKETCH])>,
+    /// Per-position deviation of that tensor from learned inputs.
+    pub deviation: Option<f64>,
+    /// Fingerprint of method, URI and body (near-duplicate detection).
+    pub fingerprint: u64,
+}
+
+/// Split an origin-form URI into path and query (a fragment is dropped).
+pub fn split_uri(uri: &str) -> (&str, &str) {
+    let uri = uri.split('#').next().unwrap_or("");
+    match uri.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (uri, ""),
+    }
+}
+
+/// Normalise a path: numbers become `{n}`, UUIDs `{uuid}`, long hex or long
+/// mixed letter-digit tokens `{id}`; empty segments are dropped. Written
+/// into `out` as `/seg/seg`.
+pub fn normalise_path(path: &str, out: &mut String) {
+    out.clear();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.push_str(segment_class(seg).unwrap_or(seg));
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+}
+
+/// The placeholder for a volatile path segment, or `None` for a literal.
+pub fn segment_class(seg: &str) -> Option<&'static str> {
+    let b = seg.as_bytes();
+    if b.iter().all(u8::is_ascii_digit) {
+        return Some("{n}");
+    }
+    if b.len() == 36
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { *c == b'-' } else { c.is_ascii_hexdigit() })
+    {
+        return Some("{uuid}");
+    }
+    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
+    if b.len() >= 16 && digits > 0 && b.iter().all(u8::is_ascii_hexdigit) {
+        return Some("{id}");
+    }
+    if b.len() >= 24 && digits >= 2 && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_')) {
+        return Some("{id}");
+    }
+    None
+}
+
+/// Cut a name to [`MAX_NAME`] bytes on a char boundary.
+pub fn cap_name(name: &str) -> &str {
+    if name.len() <= MAX_NAME {
+        return name;
+    }
+    let mut end = MAX_NAME;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// Shannon entropy (bits per byte) and non-printable share of a byte string.
+pub fn byte_stats(bytes: &[u8]) -> (f64, f64) {
+    let bytes = &bytes[..bytes.len().min(BODY_STATS_BYTES)];
+    if bytes.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mut hist = [0u32; 256];
+    let mut nonprint = 0u32;
+    for &b in bytes {
+        hist[b as usize] += 1;
+        if !(b.is_ascii_graphic() || b == b' ' || b == b'\n' || b == b'\r' || b == b'\t') {
+            nonprint += 1;
+        }
+    }
+    let n = bytes.len() as f64;
+    let mut h = 0.0;
+    for &c in hist.iter().filter(|c| **c > 0) {
+        let p = f64::from(c) / n;
+        h -= p * p.log2();
+    }
+    (h, f64::from(nonprint) / n)
+}
+
+/// Per-request accumulator of value statistics over all parameter values.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ValueStats {
+    /// Value bytes seen.
+    pub bytes: u32,
+    /// Of which special characters (see [`is_special`]).
+    pub special: u32,
+    /// Of which upper-case letters.
+    pub upper: u32,
+    /// Of which non-ASCII bytes.
+    pub non_ascii: u32,
+}
+
+impl ValueStats {
+    /// Count one value.
+    pub fn add(&mut self, v: &[u8]) {
+        self.bytes = self.bytes.saturating_add(v.len() as u32);
+        for &b in v {
+            self.special += u32::from(is_special(b));
+            self.upper += u32::from(b.is_ascii_uppercase());
+            self.non_ascii += u32::from(b >= 0x80);
+        }
+    }
+
+    fn share(&self, x: u32) -> f64 {
+        if self.bytes == 0 {
+            0.0
+        } else {
+            f64::from(x) / f64::from(self.bytes)
+        }
+    }
+}
+
+/// Header value lookup, case-insensitive.
+pub fn header<'a>(headers: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+}
+
+/// Fill `sample` from `req`. `ranges` gives learned element ranges of OIP
+/// inputs (from the model) for the "share outside the learned range" stat.
+pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sample, scratch: &mut Vec<u8>) -> Extra {
+    sample.ts = req.ts;
+    sample.method.clear();
+    sample.method.push_str(cap_name(req.method));
+    let (path, query) = split_uri(req.uri);
+    normalise_path(path, &mut sample.path);
+    let mut v = [0.0f64; DIM];
+    let mut stats = ValueStats::default();
+
+    // Path characters (decoded) as a service-level field: traversal, encodings.
+    let extra = percent_decode(path.as_bytes(), false, scratch);
+    sample.push_field(FieldKind::Header, ":path", scratch, extra);
+    let digits = path.bytes().filter(u8::is_ascii_digit).count();
+
+    let nq = params::urlencoded(query.as_bytes(), FieldKind::Query, sample, &mut stats, scratch);
+
+    let mut ct = "";
+    let mut header_bytes = 0usize;
+    let mut oip_header_len = None;
+    for (i, (name, value)) in req.headers.iter().enumerate() {
+        header_bytes += name.len() + value.len() + 4;
+        if i >= 64 {
+            continue;
+        }
+        let start = sample.names.len() as u32;
+        sample.names.extend(cap_name(name).chars().map(|c| c.to_ascii_lowercase()));
+        let end = sample.names.len() as u32;
+        let lname = &sample.names[start as usize..end as usize];
+        if lname == "content-type" {
+            ct = value;
+        } else if lname == "inference-header-content-length" {
+            oip_header_len = value.trim().parse::<usize>().ok();
+        }
+        let vb = value.as_bytes();
+        sample.fields.push(super::FieldObs {
+            kind: FieldKind::Header,
+            name: (start, end),
+            classes: classes_of(vb),
+            len: vb.len() as u32,
+            num: super::parse_num(vb),
+            hash: super::fnv1a(vb),
+        });
+    }
+
+    let mut body_fields = 0usize;
+    let mut elements = 0f64;
+    let mut sketch = None;
+    let mut deviation = None;
+    let body = req.body;
+    if !body.is_empty() {
+        let ct_l = ct.as_bytes();
+        let is_form = contains_ignore_case(ct_l, b"x-www-form-urlencoded");
+        let looks_json = contains_ignore_case(ct_l, b"json")
+            || oip_header_len.is_some()
+            || body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'{');
+        if is_form {
+            body_fields = params::urlencoded(body, FieldKind::Form, sample, &mut stats, scratch);
+        } else if looks_json {
+            let is_infer = path.ends_with("/infer") || oip_header_len.is_some();
+            let done = if is_infer {
+                match oip::extract(body, oip_header_len, oip::model_name(path), ranges, sample, &mut stats) {
+                    Some(s) => {
+                        body_fields = s.inputs;
+                        elements = s.elements as f64;
+                        sketch = s.sketch;
+                        deviation = s.deviation;
+                        true
+                    }
+                    None => false,
+                }
+            } else {
+                false
+            };
+            if !done {
+                body_fields = params::json_top_level(body, sample, &mut stats);
+            }
+        }
+    }
+    let (entropy, nonprint) = byte_stats(body);
+
+    v[0] = ln1p(req.uri.len());
+    v[1] = ln1p(query.len());
+    v[2] = nq as f64;
+    v[3] = ln1p(body.len());
+    v[4] = entropy;
+    v[5] = nonprint;
+    v[6] = if req.uri.is_empty() {
+        0.0
+    } else {
+        req.uri.bytes().filter(|b| *b == b'%').count() as f64 / req.uri.len() as f64
+    };
+    v[7] = stats.share(stats.special);
+    v[8] = req.headers.len() as f64;
+    v[9] = ln1p(header_bytes);
+    v[10] = path.split('/').filter(|s| !s.is_empty()).count() as f64;
+    v[11] = if path.is_empty() { 0.0 } else { digits as f64 / path.len() as f64 };
+    v[12] = body_fields as f64;
+    v[13] = elements.ln_1p();
+    v[14] = stats.share(stats.upper);
+    v[15] = stats.share(stats.non_ascii);
+    sample.vector = v;
+
+    let mut fp = super::fnv1a(req.method.as_bytes());
+    fp ^= super::fnv1a(req.uri.as_bytes()).rotate_left(17);
+    fp ^= super::fnv1a(body).rotate_left(31);
+    Extra { sketch, deviation, fingerprint: fp }
+}
+
+#[inline]
+fn ln1p(n: usize) -> f64 {
+    (n as f64).ln_1p()
+}
+
+/// Whether `hay` contains `needle`, ASCII case-insensitively.
+pub fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_collapse_volatile_segments() {
+        let mut out = String::new();
+        normalise_path("/users/12345/orders/3f2504e0-4f89-11d3-9a0c-0305e82c3301/x", &mut out);
+        assert_eq!(out, "/users/{n}/orders/{uuid}/x");
+        normalise_path("/blob/deadbeefdeadbeef1234//", &mut out);
+        assert_eq!(out, "/blob/{id}");
+        normalise_path("", &mut out);
+        assert_eq!(out, "/");
+        normalise_path("/v2/models/iris/infer", &mut out);
+        assert_eq!(out, "/v2/models/iris/infer");
+    }
+
+    #[test]
+    fn uri_splits_query_and_drops_fragment() {
+        assert_eq!(split_uri("/a/b?x=1&y=2#frag"), ("/a/b", "x=1&y=2"));
+        assert_eq!(split_uri("/a"), ("/a", ""));
+    }
+
+    #[test]
+    fn entropy_and_non_printables() {
+        let (h, np) = byte_stats(b"aaaa");
+        assert_eq!(h, 0.0);
+        assert_eq!(np, 0.0);
+        let all: Vec<u8> = (0..=255).collect();
+        let (h, np) = byte_stats(&all);
+        assert!((h - 8.0).abs() < 1e-9);
+        assert!(np > 0.5);
+    }
+
+    #[test]
+    fn headers_become_lower_case_fields() {
+        let headers = [("Content-Type", "text/plain"), ("X-Thing", "1")];
+        let req = Request { method: "GET", uri: "/a?q=1", headers: &headers, body: b"", client: "c", ts: 0.0 };
+        let mut s = crate::score::empty_sample();
+        let mut scratch = Vec::new();
+        extract(&req, &oip::NoRanges, &mut s, &mut scratch);
+        let names: Vec<&str> = s.fields.iter().map(|f| s.name(f)).collect();
+        assert!(names.contains(&"content-type"));
+        assert!(names.contains(&"x-thing"));
+        assert!(names.contains(&"q"));
+        assert_eq!(s.vector[2], 1.0);
+    }
+}

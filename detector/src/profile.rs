@@ -1,0 +1,598 @@
+//! Profiles: what each endpoint, parameter, header, input and client signal
+//! looked like in traffic judged normal, and how surprising a new
+//! observation is against them.
+//!
+//! Surprise is measured in bits (about `-log2` of the probability of seeing
+//! something at least this unusual), so the families add up on one scale:
+//! - unseen names and values use the Good-Turing estimate of the chance of
+//!   something new, `(seen once + 1) / (observations + 2)`;
+//! - characters use the share of learned values that contained that
+//!   character class;
+//! - lengths and numbers use the learned range and how far beyond it a value
+//!   lies.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::{class, FieldKind, FieldObs};
+
+/// Observations a profile needs before it judges anything.
+pub const MIN_OBS: u64 = 20;
+/// Distinct values a field may have before it counts as high-cardinality
+/// (and unseen values stop being surprising).
+const MAX_CATS: usize = 32;
+/// Field profiles kept per endpoint and kind.
+const MAX_FIELDS_PER_KIND: usize = 512;
+/// Endpoints (templates) kept.
+const MAX_ENDPOINTS: usize = 4096;
+/// Distinct children a path node keeps before it becomes a `{}` wildcard.
+const MAX_CHILDREN: usize = 24;
+/// Cap of one field's surprise, bits.
+pub const FIELD_CAP: f64 = 24.0;
+
+/// Streaming mean, variance, minimum and maximum (Welford).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    /// Observations.
+    pub n: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Sum of squared deviations.
+    pub m2: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+impl Stat {
+    /// Add one value (non-finite values are ignored).
+    pub fn push(&mut self, v: f64) {
+        if !v.is_finite() {
+            return;
+        }
+        if self.n == 0 {
+            self.min = v;
+            self.max = v;
+        } else {
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
+        self.n += 1;
+        let d = v - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (v - self.mean);
+        if !self.m2.is_finite() || !self.mean.is_finite() {
+            self.mean = 0.0;
+            self.m2 = 0.0;
+        }
+    }
+
+    /// Standard deviation (0 with fewer than two values).
+    pub fn std(&self) -> f64 {
+        if self.n < 2 {
+            0.0
+        } else {
+            (self.m2 / (self.n - 1) as f64).sqrt()
+        }
+    }
+}
+
+/// Why a field was surprising (the strongest part), for explanations.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldWhy {
+    /// Character classes rarely or never seen in this field.
+    Chars {
+        /// The rare classes (bit set).
+        classes: u64,
+        /// How many values were learned.
+        learned: u64,
+    },
+    /// Longer than anything learned.
+    Long {
+        /// Length of the value.
+        len: u32,
+        /// Longest learned.
+        max: f64,
+    },
+    /// Shorter than anything learned.
+    Short {
+        /// Length of the value.
+        len: u32,
+        /// Shortest learned.
+        min: f64,
+    },
+    /// A number outside the learned range.
+    Range {
+        /// The value.
+        value: f64,
+        /// Learned minimum.
+        lo: f64,
+        /// Learned maximum.
+        hi: f64,
+    },
+    /// Not a number where numbers were always seen.
+    NotNumeric,
+    /// A value never seen in a low-cardinality field.
+    UnseenValue,
+}
+
+/// Profile of one field (a parameter, header, input statistic or client signal).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FieldProfile {
+    /// Observations.
+    pub n: u64,
+    /// Per character class: how many values contained it.
+    pub classes: Vec<u32>,
+    /// Value lengths.
+    pub len: Stat,
+    /// Numeric values.
+    pub num: Stat,
+    /// Distinct value hashes with counts; `None` once there were too many.
+    pub cats: Option<Vec<(u64, u32)>>,
+}
+
+impl FieldProfile {
+    fn new() -> Self {
+        FieldProfile { classes: vec![0; class::COUNT], cats: Some(Vec::new()), ..FieldProfile::default() }
+    }
+
+    /// Learn one observation.
+    pub fn learn(&mut self, o: &FieldObs) {
+        self.n += 1;
+        let mut bits = o.classes;
+        while bits != 0 {
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some(c) = self.classes.get_mut(b) {
+                *c = c.saturating_add(1);
+            }
+        }
+        self.len.push(f64::from(o.len));
+        if let Some(v) = o.num {
+            self.num.push(v);
+        }
+        if let Some(cats) = &mut self.cats {
+            if let Some(i) = cats.iter().position(|(h, _)| *h == o.hash) {
+                cats[i].1 = cats[i].1.saturating_add(1);
+            } else if cats.len() < MAX_CATS {
+                cats.push((o.hash, 1));
+            } else {
+                self.cats = None;
+            }
+        }
+    }
+
+    /// Whether (nearly) every learned value was a number.
+    pub fn is_numeric(&self) -> bool {
+        self.num.n > 0 && self.num.n as f64 >= 0.98 * self.n as f64
+    }
+
+    /// Surprise of an observation (bits, capped) and its strongest reason.
+    pub fn surprise(&self, o: &FieldObs) -> (f64, Option<FieldWhy>) {
+        if self.n < MIN_OBS {
+            return (0.0, None);
+        }
+        let n = self.n as f64;
+        let mut best: (f64, Option<FieldWhy>) = (0.0, None);
+        let mut total = 0.0;
+        let mut consider = |s: f64, why: FieldWhy, total: &mut f64| {
+            *total += s;
+            if s > best.0 {
+                best = (s, Some(why));
+            }
+        };
+
+        // Character classes.
+        let mut rare = 0u64;
+        let mut s_chars = 0.0;
+        let mut bits = o.classes;
+        while bits != 0 {
+            let b = bits.trailing_zeros();
+            bits &= bits - 1;
+            let c = f64::from(self.classes.get(b as usize).copied().unwrap_or(0));
+            let p = (c + 0.5) / (n + 1.0);
+            if p < 0.02 {
+                s_chars += -p.log2();
+                rare |= 1 << b;
+            }
+        }
+        if rare != 0 {
+            consider(s_chars.min(FIELD_CAP), FieldWhy::Chars { classes: rare, learned: self.n }, &mut total);
+        }
+
+        // Length.
+        let len = f64::from(o.len);
+        if self.len.n >= MIN_OBS {
+            let ratio = (len + 1.0) / (self.len.max + 1.0);
+            if ratio >= 1.5 {
+                consider((3.0 * ratio.log2()).min(16.0), FieldWhy::Long { len: o.len, max: self.len.max }, &mut total);
+            }
+            let short = (self.len.min + 1.0) / (len + 1.0);
+            if short >= 2.0 {
+                consider((2.0 * short.log2()).min(8.0), FieldWhy::Short { len: o.len, min: self.len.min }, &mut total);
+            }
+        }
+
+        // Numbers.
+        if self.is_numeric() {
+            match o.num {
+                Some(v) => {
+                    let (lo, hi) = (self.num.min, self.num.max);
+                    let w = hi - lo;
+                    let pad = 0.1 * w;
+                    let scale = w.max(self.num.std()).max(0.1 * hi.abs().max(lo.abs())).max(1e-6);
+                    let excess = if v > hi + pad {
+                        (v - hi) / scale
+                    } else if v < lo - pad {
+                        (lo - v) / scale
+                    } else {
+                        0.0
+                    };
+                    if excess > 0.0 {
+                        let s = (4.0 + 3.0 * (1.0 + excess).log2()).min(20.0);
+                        consider(s, FieldWhy::Range { value: v, lo, hi }, &mut total);
+                    }
+                }
+                None if o.len > 0 => {
+                    let p = ((n - self.num.n as f64) + 0.5) / (n + 1.0);
+                    consider((-p.log2()).min(12.0), FieldWhy::NotNumeric, &mut total);
+                }
+                None => {}
+            }
+        } else if let Some(cats) = &self.cats {
+            // Categories (only for non-numeric, low-cardinality fields).
+            if self.n >= 30 && !cats.iter().any(|(h, _)| *h == o.hash) {
+                let once = cats.iter().filter(|(_, c)| *c == 1).count() as f64;
+                let p = (once + 1.0) / (n + 2.0);
+                consider((-p.log2()).min(12.0), FieldWhy::UnseenValue, &mut total);
+            }
+        }
+        (total.min(FIELD_CAP), best.1)
+    }
+}
+
+/// Profile of one endpoint (or of the whole service, for headers, inputs and
+/// client signals).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointProfile {
+    /// Requests learned.
+    pub n: u64,
+    /// Methods with counts.
+    pub methods: Vec<(String, u64)>,
+    /// Field profiles per [`FieldKind`] (indexed by [`FieldKind::index`]).
+    pub fields: Vec<HashMap<String, FieldProfile>>,
+    /// Per kind: field names seen in exactly one request (Good-Turing).
+    pub once: Vec<u64>,
+    /// Fields present in at least 99% of requests (after 50), checked for absence.
+    pub required: Vec<(FieldKind, String)>,
+}
+
+impl Default for EndpointProfile {
+    fn default() -> Self {
+        EndpointProfile {
+            n: 0,
+            methods: Vec::new(),
+            fields: vec![HashMap::new(); FieldKind::COUNT],
+            once: vec![0; FieldKind::COUNT],
+            required: Vec::new(),
+        }
+    }
+}
+
+impl EndpointProfile {
+    /// The profile of a field, if learned.
+    pub fn field(&self, kind: FieldKind, name: &str) -> Option<&FieldProfile> {
+        self.fields.get(kind.index())?.get(name)
+    }
+
+    /// Surprise (bits) of an unseen field name of `kind` here.
+    pub fn unseen_field(&self, kind: FieldKind) -> f64 {
+        if self.n < MIN_OBS {
+            return 0.0;
+        }
+        let once = self.once.get(kind.index()).copied().unwrap_or(0) as f64;
+        (-((once + 1.0) / (self.n as f64 + 2.0)).log2()).min(12.0)
+    }
+
+    /// Surprise (bits) of `method` here (0 when seen).
+    pub fn method_surprise(&self, method: &str) -> f64 {
+        if self.n < MIN_OBS || self.methods.iter().any(|(m, _)| m == method) {
+            return 0.0;
+        }
+        (-(1.0 / (self.n as f64 + 2.0)).log2()).min(10.0)
+    }
+
+    fn learn_method(&mut self, method: &str) {
+        self.n += 1;
+        if let Some(i) = self.methods.iter().position(|(m, _)| m == method) {
+            self.methods[i].1 += 1;
+        } else if self.methods.len() < 16 {
+            self.methods.push((method.to_owned(), 1));
+        }
+    }
+
+    fn learn_field(&mut self, o: &FieldObs, name: &str) {
+        let Some(map) = self.fields.get_mut(o.kind.index()) else { return };
+        let full = map.len() >= MAX_FIELDS_PER_KIND;
+        match map.get_mut(name) {
+            Some(p) => p.learn(o),
+            None if !full => {
+                let mut p = FieldProfile::new();
+                p.learn(o);
+                map.insert(name.to_owned(), p);
+            }
+            None => {}
+        }
+    }
+
+    /// Recompute derived statistics (Good-Turing counts, required fields).
+    fn refresh(&mut self) {
+        self.required.clear();
+        for (k, map) in self.fields.iter().enumerate() {
+            if let Some(o) = self.once.get_mut(k) {
+                *o = map.values().filter(|p| p.n == 1).count() as u64;
+            }
+            let Some(kind) = kind_of(k) else { continue };
+            if !matches!(kind, FieldKind::Query | FieldKind::Form | FieldKind::Json | FieldKind::Header) || self.n < 50
+            {
+                continue;
+            }
+            for (name, p) in map {
+                if p.n as f64 >= 0.99 * self.n as f64 && !name.starts_with(':') {
+                    self.required.push((kind, name.clone()));
+                }
+            }
+        }
+        self.required.sort();
+    }
+}
+
+impl PartialOrd for FieldKind {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FieldKind {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.index().cmp(&other.index())
+    }
+}
+
+fn kind_of(i: usize) -> Option<FieldKind> {
+    [
+        FieldKind::Query,
+        FieldKind::Form,
+        FieldKind::Json,
+        FieldKind::Header,
+        FieldKind::Tensor,
+        FieldKind::TensorBytes,
+        FieldKind::Client,
+    ]
+    .get(i)
+    .copied()
+}
+
+/// Whether a kind is profiled per service (not per endpoint).
+pub fn service_level(kind: FieldKind) -> bool {
+    matches!(kind, FieldKind::Header | FieldKind::Tensor | FieldKind::TensorBytes | FieldKind::Client)
+}
+
+/// Path templates learned per service: a trie of path segments in which a
+/// node with many distinct children collapses new ones into `{}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PathTrie {
+    /// Literal children.
+    pub children: HashMap<String, PathTrie>,
+    /// The `{}` child, once this node had too many distinct children.
+    pub wildcard: Option<Box<PathTrie>>,
+    /// Whether a learned path ends here.
+    pub terminal: bool,
+}
+
+impl PathTrie {
+    /// The template of a normalised path (`/a/{n}/b`), or `None` if unseen.
+    pub fn lookup(&self, path: &str, out: &mut String) -> bool {
+        out.clear();
+        let mut node = self;
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            out.push('/');
+            if let Some(c) = node.children.get(seg) {
+                out.push_str(seg);
+                node = c;
+            } else if let Some(w) = &node.wildcard {
+                out.push_str("{}");
+                node = w;
+            } else {
+                return false;
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        node.terminal
+    }
+
+    /// Learn a normalised path; writes its template into `out`.
+    pub fn learn(&mut self, path: &str, out: &mut String) {
+        out.clear();
+        let mut node = self;
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            out.push('/');
+            node = if node.children.contains_key(seg) {
+                out.push_str(seg);
+                match node.children.get_mut(seg) {
+                    Some(c) => c,
+                    None => return,
+                }
+            } else if node.wildcard.is_some() || node.children.len() >= MAX_CHILDREN {
+                out.push_str("{}");
+                node.wildcard.get_or_insert_with(Box::default)
+            } else {
+                out.push_str(seg);
+                node.children.entry(seg.to_owned()).or_default()
+            };
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        node.terminal = true;
+    }
+}
+
+/// All profiles of a service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profiles {
+    /// Requests learned.
+    pub requests: u64,
+    /// Path templates.
+    pub trie: PathTrie,
+    /// Per endpoint template.
+    pub endpoints: HashMap<String, EndpointProfile>,
+    /// Templates seen in exactly one request (Good-Turing).
+    pub endpoints_once: u64,
+    /// Service-level fields: headers, inputs, client signals.
+    pub service: EndpointProfile,
+    /// Per input (`model/input`): statistics of each leading element position.
+    pub positions: HashMap<String, Vec<Stat>>,
+}
+
+impl Profiles {
+    /// Surprise (bits) of an unseen endpoint.
+    pub fn unseen_endpoint(&self) -> f64 {
+        if self.requests < MIN_OBS {
+            return 0.0;
+        }
+        (-((self.endpoints_once as f64 + 1.0) / (self.requests as f64 + 2.0)).log2()).min(14.0)
+    }
+
+    /// Learn one sample.
+    pub fn learn(&mut self, sample: &crate::features::Sample, template: &mut String) {
+        self.requests += 1;
+        self.trie.learn(&sample.path, template);
+        self.service.learn_method(&sample.method);
+        let full = self.endpoints.len() >= MAX_ENDPOINTS;
+        let mut ep = if full {
+            self.endpoints.get_mut(template.as_str())
+        } else {
+            Some(self.endpoints.entry(template.clone()).or_default())
+        };
+        if let Some(e) = ep.as_deref_mut() {
+            e.learn_method(&sample.method);
+        }
+        for (input, values) in &sample.tensors {
+            let full = self.positions.len() >= MAX_ENDPOINTS;
+            let stats = match self.positions.get_mut(input) {
+                Some(s) => s,
+                None if !full => self.positions.entry(input.clone()).or_default(),
+                None => continue,
+            };
+            if stats.len() < values.len() {
+                stats.resize(values.len(), Stat::default());
+            }
+            for (s, v) in stats.iter_mut().zip(values) {
+                s.push(f64::from(*v));
+            }
+        }
+        for o in &sample.fields {
+            let name = sample.name(o);
+            if service_level(o.kind) {
+                self.service.learn_field(o, name);
+            } else if let Some(e) = ep.as_deref_mut() {
+                e.learn_field(o, name);
+            }
+        }
+    }
+
+    /// Recompute derived statistics before publishing.
+    pub fn refresh(&mut self) {
+        self.endpoints_once = self.endpoints.values().filter(|e| e.n == 1).count() as u64;
+        for e in self.endpoints.values_mut() {
+            e.refresh();
+        }
+        self.service.refresh();
+    }
+}
+
+impl crate::features::oip::InputRanges for Profiles {
+    fn range(&self, input: &str) -> Option<(f64, f64)> {
+        let map = self.service.fields.get(FieldKind::Tensor.index())?;
+        let lo = map.get(&format!("{input}.min"))?;
+        let hi = map.get(&format!("{input}.max"))?;
+        (lo.num.n >= MIN_OBS && hi.num.n >= MIN_OBS).then_some((lo.num.min, hi.num.max))
+    }
+
+    fn positions(&self, input: &str) -> Option<&[Stat]> {
+        self.positions.get(input).map(Vec::as_slice)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::Sample;
+
+    fn obs(s: &mut Sample, kind: FieldKind, name: &str, v: &[u8]) -> FieldObs {
+        s.fields.clear();
+        s.names.clear();
+        s.push_field(kind, name, v, 0);
+        s.fields[0].clone()
+    }
+
+    #[test]
+    fn rare_characters_and_lengths_are_surprising() {
+        let mut s = crate::score::empty_sample();
+        let mut p = FieldProfile::new();
+        for i in 0..500 {
+            let o = obs(&mut s, FieldKind::Query, "id", format!("{}", 1000 + i).as_bytes());
+            p.learn(&o);
+        }
+        let normal = obs(&mut s, FieldKind::Query, "id", b"1234");
+        assert_eq!(p.surprise(&normal).0, 0.0);
+        let sqli = obs(&mut s, FieldKind::Query, "id", b"1' OR '1'='1");
+        let (bits, why) = p.surprise(&sqli);
+        assert!(bits > 15.0, "{bits}");
+        assert!(matches!(why, Some(FieldWhy::Chars { .. } | FieldWhy::NotNumeric)), "{why:?}");
+        let big = obs(&mut s, FieldKind::Query, "id", b"4000000");
+        let (bits, why) = p.surprise(&big);
+        assert!(bits > 8.0, "{bits}");
+        assert!(matches!(why, Some(FieldWhy::Range { .. })), "{why:?}");
+    }
+
+    #[test]
+    fn unseen_categories_only_for_low_cardinality() {
+        let mut s = crate::score::empty_sample();
+        let mut p = FieldProfile::new();
+        for i in 0..300 {
+            let o = obs(&mut s, FieldKind::Header, "accept", ["json", "text"][i % 2].as_bytes());
+            p.learn(&o);
+        }
+        let (bits, why) = p.surprise(&obs(&mut s, FieldKind::Header, "accept", b"xml!"));
+        assert!(bits > 7.0 && why.is_some(), "{bits}");
+        let mut free = FieldProfile::new();
+        for i in 0..300 {
+            free.learn(&obs(&mut s, FieldKind::Header, "q", format!("word{i}x").as_bytes()));
+        }
+        assert!(free.cats.is_none());
+        assert_eq!(free.surprise(&obs(&mut s, FieldKind::Header, "q", b"wordzz")).0, 0.0);
+    }
+
+    #[test]
+    fn trie_collapses_high_cardinality_segments() {
+        let mut t = PathTrie::default();
+        let mut out = String::new();
+        for i in 0..100 {
+            t.learn(&format!("/static/file{i}.css"), &mut out);
+        }
+        t.learn("/api/items", &mut out);
+        assert!(t.lookup("/static/other.css", &mut out));
+        assert_eq!(out, "/static/{}");
+        assert!(t.lookup("/static/file3.css", &mut out));
+        assert_eq!(out, "/static/file3.css");
+        assert!(t.lookup("/api/items", &mut out));
+        assert!(!t.lookup("/api/admin", &mut out));
+        assert!(!t.lookup("/api", &mut out));
+    }
+}

@@ -1,0 +1,463 @@
+//! Scoring: one request against a [`Model`] and its client's window, to a
+//! [`Verdict`] (score in [0, 1], band, ranked reasons) and a [`Sample`] the
+//! caller hands back to learning when the request was judged normal.
+//!
+//! The raw score is the sum of the surprises (bits) of every family: the
+//! endpoint, each field against its profile, fields that are usually there
+//! but missing, the distance to the nearest k-means cluster, the client's
+//! behaviour signals and its reputation. Bits add like log-probabilities of
+//! independent evidence, so one very rare thing or several moderately rare
+//! things both score high. `score = raw / (raw + 10)`.
+
+use std::fmt;
+
+use crate::features::client::{Clients, PRADA_MIN};
+use crate::features::request::{extract, Request};
+use crate::features::{class_name, fnv1a, FieldKind, Sample, DIM, FEATURE_NAMES};
+use crate::model::Model;
+use crate::profile::{service_level, FieldWhy, FIELD_CAP};
+
+/// Bits at which the score is 0.5.
+pub const HALF_SCORE_BITS: f64 = 10.0;
+/// Reasons kept in a verdict.
+pub const MAX_REASONS: usize = 5;
+/// PRADA's threshold on W (Juuti et al.): below it, queries look synthetic.
+pub const PRADA_DELTA: f64 = 0.9;
+
+/// Score band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Band {
+    /// The model is still warming up: no verdict.
+    WarmingUp,
+    /// Below the suspicious threshold.
+    Normal,
+    /// Between the suspicious and the anomalous thresholds.
+    Suspicious,
+    /// At or above the anomalous threshold (the false-positive budget).
+    Anomalous,
+}
+
+impl Band {
+    /// Lower-case name (`normal`, `suspicious`, `anomalous`, `warming_up`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Band::WarmingUp => "warming_up",
+            Band::Normal => "normal",
+            Band::Suspicious => "suspicious",
+            Band::Anomalous => "anomalous",
+        }
+    }
+}
+
+/// Feature family of a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Endpoint and method.
+    Endpoint,
+    /// Query, form and JSON parameters.
+    Params,
+    /// Headers and the path's characters.
+    Headers,
+    /// OIP v2 inputs.
+    Inference,
+    /// The request vector's distance to learned traffic (k-means).
+    Shape,
+    /// Per-client behaviour.
+    Client,
+}
+
+/// What made a request unusual.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Why {
+    /// The endpoint was never learned.
+    UnseenEndpoint {
+        /// Method.
+        method: String,
+        /// Normalised path.
+        path: String,
+    },
+    /// The method was never learned on this endpoint.
+    UnseenMethod {
+        /// Method.
+        method: String,
+        /// Endpoint template.
+        template: String,
+    },
+    /// A field name never learned here.
+    UnseenField,
+    /// A field present in nearly every learned request is missing.
+    Missing,
+    /// A field's value was unusual.
+    Field(FieldWhy),
+    /// Far from every k-means cluster.
+    Shape {
+        /// Distance over the cluster's radius.
+        ratio: f64,
+        /// Feature contributing most to the distance.
+        feature: &'static str,
+        /// Its standardised deviation from the centroid.
+        deviation: f64,
+    },
+    /// PRADA: the client's nearest-query distances are not normal.
+    Prada {
+        /// Shapiro-Wilk W.
+        w: f64,
+    },
+    /// The client's recent requests scored high.
+    Reputation {
+        /// Decayed mean raw score of its recent requests.
+        reputation: f64,
+    },
+}
+
+/// One reason, with its share of the raw score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reason {
+    /// Family.
+    pub family: Family,
+    /// Field kind, when about a field.
+    pub kind: Option<FieldKind>,
+    /// Field or feature name.
+    pub name: String,
+    /// Bits this reason added to the raw score.
+    pub contribution: f64,
+    /// Details.
+    pub why: Why,
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.abs() >= 1e6 || (v != 0.0 && v.abs() < 1e-3) {
+        format!("{v:.3e}")
+    } else if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn field_label(kind: Option<FieldKind>, name: &str) -> String {
+    match kind {
+        Some(FieldKind::Tensor) => {
+            let (input, stat) = name.rsplit_once('.').unwrap_or((name, ""));
+            if stat.is_empty() {
+                format!("input '{input}'")
+            } else {
+                format!("input '{input}' {stat}")
+            }
+        }
+        Some(FieldKind::Header) if name == ":path" => "the path".to_string(),
+        Some(k) => format!("{} '{name}'", k.noun()),
+        None => format!("'{name}'"),
+    }
+}
+
+fn client_sentence(name: &str, v: f64, hi: f64) -> Option<String> {
+    let times =
+        if hi > 0.0 { format!(", {:.0}x the highest learned ({})", v / hi, fmt_num(hi)) } else { String::new() };
+    Some(match name {
+        "rate1s" | "rate10s" => format!("client request rate {} per {}{times}: flood", fmt_num(v), &name[4..]),
+        "errors" => format!("{:.0}% of the client's recent requests failed{times}: probing", v * 100.0),
+        "endpoints" => format!("client touched {v:.0} distinct endpoints in its last 16 requests{times}: scanning"),
+        "duplicates" => format!("client repeated the same request {v:.0} times in its last 16{times}"),
+        "chain" => format!(
+            "client sends a chain of {v:.0} tiny perturbations of one input{times}: possible adversarial search"
+        ),
+        "spread" => {
+            format!("client queries look uniformly spread: possible model extraction (mean deviation {v:.1} sd{times})")
+        }
+        "prada" => format!("client queries look uniformly spread: possible model extraction (PRADA W = {v:.2})"),
+        _ => return None,
+    })
+}
+
+impl Reason {
+    /// A sentence a security engineer understands.
+    pub fn message(&self) -> String {
+        let label = field_label(self.kind, &self.name);
+        match &self.why {
+            Why::UnseenEndpoint { method, path } => format!("unseen endpoint {method} {path}"),
+            Why::UnseenMethod { method, template } => format!("method {method} never seen on {template}"),
+            Why::UnseenField => format!("unseen {}", label),
+            Why::Missing => format!("usual {label} missing"),
+            Why::Field(FieldWhy::Chars { classes, learned }) => {
+                let mut names = Vec::new();
+                let mut bits = *classes;
+                while bits != 0 && names.len() < 6 {
+                    let b = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    names.push(class_name(b));
+                }
+                format!("unusual characters {} in {label} (rare in its {learned} learned values)", names.join(" "))
+            }
+            Why::Field(FieldWhy::Long { len, max }) => {
+                format!("{label} is {len} bytes long, {:.0}x the longest learned ({max:.0})", f64::from(*len) / max.max(1.0))
+            }
+            Why::Field(FieldWhy::Short { len, min }) => format!("{label} is {len} bytes long, shorter than ever learned ({min:.0})"),
+            Why::Field(FieldWhy::Range { value, lo, hi }) => {
+                if self.kind == Some(FieldKind::Client) {
+                    if let Some(s) = client_sentence(&self.name, *value, *hi) {
+                        return s;
+                    }
+                }
+                if *value > *hi && *hi > 0.0 && value / hi >= 2.0 {
+                    format!("{label} {:.0}x above the learned range ({} to {})", value / hi, fmt_num(*lo), fmt_num(*hi))
+                } else if *value > *hi {
+                    format!("{label} {} above the learned range ({} to {})", fmt_num(*value), fmt_num(*lo), fmt_num(*hi))
+                } else {
+                    format!("{label} {} below the learned range ({} to {})", fmt_num(*value), fmt_num(*lo), fmt_num(*hi))
+                }
+            }
+            Why::Field(FieldWhy::NotNumeric) => format!("non-numeric value in numeric {label}"),
+            Why::Field(FieldWhy::UnseenValue) => format!("unseen value of {label}"),
+            Why::Shape { ratio, feature, deviation } => format!(
+                "request shape unlike learned traffic ({ratio:.1}x the nearest cluster's radius; {feature} {deviation:+.1} sd)"
+            ),
+            Why::Prada { w } => {
+                format!("client queries look uniformly spread: possible model extraction (PRADA W = {w:.2})")
+            }
+            Why::Reputation { reputation } => {
+                format!("client's recent requests were anomalous (mean surprise {reputation:.1} bits)")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+/// The detector's judgement of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Anomaly score in [0, 1] (monotone in `raw`).
+    pub score: f64,
+    /// Raw score: surprise in bits.
+    pub raw: f64,
+    /// Band from the calibrated thresholds.
+    pub band: Band,
+    /// Top reasons, largest contribution first.
+    pub reasons: Vec<Reason>,
+    /// Version of the model that judged.
+    pub model_version: u64,
+}
+
+impl Verdict {
+    /// Whether the request was flagged (band anomalous).
+    pub fn flagged(&self) -> bool {
+        self.band == Band::Anomalous
+    }
+}
+
+/// A verdict with the sample to hand back to learning.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    /// The judgement.
+    pub verdict: Verdict,
+    /// What the request looked like.
+    pub sample: Sample,
+}
+
+/// A sample with nothing in it.
+pub fn empty_sample() -> Sample {
+    Sample {
+        ts: 0.0,
+        method: String::new(),
+        path: String::new(),
+        vector: [0.0; DIM],
+        names: String::with_capacity(256),
+        fields: Vec::with_capacity(24),
+        tensors: Vec::new(),
+        raw: 0.0,
+        flagged: false,
+        warming_up: true,
+    }
+}
+
+struct Acc {
+    raw: f64,
+    reasons: Vec<Reason>,
+}
+
+impl Acc {
+    fn add(&mut self, bits: f64, make: impl FnOnce() -> Reason) {
+        if bits.is_nan() || bits <= 0.0 {
+            return;
+        }
+        self.raw += bits;
+        if bits >= 1.0 {
+            let mut r = make();
+            r.contribution = bits;
+            self.reasons.push(r);
+        }
+    }
+}
+
+/// Score one request. Updates the client's window in `clients` (rate,
+/// history, reputation) whatever the verdict.
+pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored {
+    let mut sample = empty_sample();
+    let mut scratch = Vec::new();
+    let extra = extract(req, &model.profiles, &mut sample, &mut scratch);
+    let profiles = &model.profiles;
+    let mut acc = Acc { raw: 0.0, reasons: Vec::new() };
+
+    // Endpoint.
+    let mut template = String::with_capacity(sample.path.len() + 8);
+    let known = profiles.trie.lookup(&sample.path, &mut template);
+    let endpoint = if known { profiles.endpoints.get(template.as_str()) } else { None };
+    match endpoint {
+        None => acc.add(profiles.unseen_endpoint(), || Reason {
+            family: Family::Endpoint,
+            kind: None,
+            name: sample.path.clone(),
+            contribution: 0.0,
+            why: Why::UnseenEndpoint { method: sample.method.clone(), path: sample.path.clone() },
+        }),
+        Some(ep) => acc.add(ep.method_surprise(&sample.method), || Reason {
+            family: Family::Endpoint,
+            kind: None,
+            name: template.clone(),
+            contribution: 0.0,
+            why: Why::UnseenMethod { method: sample.method.clone(), template: template.clone() },
+        }),
+    }
+    let ep_id =
+        (fnv1a(sample.method.as_bytes()) ^ fnv1a(if known { &template } else { &sample.path }.as_bytes())) as u32;
+
+    // Client window.
+    let signals = clients.observe_request(req.client, req.ts, ep_id, extra.fingerprint, extra.sketch, extra.deviation);
+    signals.push(&mut sample);
+
+    // Fields.
+    for o in &sample.fields {
+        let name = sample.name(o);
+        let owner = if service_level(o.kind) { Some(&profiles.service) } else { endpoint };
+        let Some(owner) = owner else { continue };
+        let family = family_of(o.kind);
+        match owner.field(o.kind, name) {
+            Some(p) => {
+                let (bits, why) = p.surprise(o);
+                if let Some(why) = why {
+                    acc.add(bits, || Reason {
+                        family,
+                        kind: Some(o.kind),
+                        name: name.to_string(),
+                        contribution: 0.0,
+                        why: Why::Field(why),
+                    });
+                }
+            }
+            None if o.kind != FieldKind::Client => acc.add(owner.unseen_field(o.kind), || Reason {
+                family,
+                kind: Some(o.kind),
+                name: name.to_string(),
+                contribution: 0.0,
+                why: Why::UnseenField,
+            }),
+            None => {}
+        }
+    }
+
+    // Usual fields that are missing.
+    for owner in [endpoint, Some(&profiles.service)].into_iter().flatten() {
+        for (kind, name) in &owner.required {
+            if sample.fields.iter().any(|o| o.kind == *kind && sample.name(o) == name) {
+                continue;
+            }
+            let present = owner.field(*kind, name).map_or(0, |p| p.n) as f64;
+            let n = owner.n as f64;
+            let p_missing = ((n - present).max(0.0) + 0.5) / (n + 1.0);
+            acc.add((-p_missing.log2()).min(8.0), || Reason {
+                family: family_of(*kind),
+                kind: Some(*kind),
+                name: name.clone(),
+                contribution: 0.0,
+                why: Why::Missing,
+            });
+        }
+    }
+
+    // Shape: distance to the nearest cluster.
+    if let Some((c, d, radius, z)) = model.clusters.nearest(&sample.vector) {
+        let ratio = d / radius.max(1e-6);
+        if ratio > 1.0 {
+            let bits = (4.0 * ratio.log2()).min(16.0);
+            acc.add(bits, || {
+                let centroid = &model.clusters.centroids[c];
+                let (j, dev) = (0..DIM).map(|j| (j, z[j] - centroid[j])).fold((0, 0.0f64), |b, x| {
+                    if x.1.abs() > b.1.abs() {
+                        x
+                    } else {
+                        b
+                    }
+                });
+                Reason {
+                    family: Family::Shape,
+                    kind: None,
+                    name: FEATURE_NAMES[j].to_string(),
+                    contribution: 0.0,
+                    why: Why::Shape { ratio, feature: FEATURE_NAMES[j], deviation: dev },
+                }
+            });
+        }
+    }
+
+    // PRADA: the published threshold, unless normal clients go lower.
+    if let Some(w) = signals.prada {
+        let learned_min =
+            profiles.service.field(FieldKind::Client, "prada").filter(|p| p.num.n >= 50).map(|p| p.num.min);
+        let delta = learned_min.map_or(PRADA_DELTA, |m| m.min(PRADA_DELTA));
+        if w < delta && signals.requests as usize >= PRADA_MIN {
+            acc.add((6.0 + 40.0 * (delta - w)).min(FIELD_CAP), || Reason {
+                family: Family::Client,
+                kind: Some(FieldKind::Client),
+                name: "prada".into(),
+                contribution: 0.0,
+                why: Why::Prada { w },
+            });
+        }
+    }
+
+    // Reputation: half of the client's recent mean surprise beyond 2 bits.
+    let rep = 0.5 * (signals.reputation - 2.0);
+    acc.add(rep, || Reason {
+        family: Family::Client,
+        kind: None,
+        name: "reputation".into(),
+        contribution: 0.0,
+        why: Why::Reputation { reputation: signals.reputation },
+    });
+
+    let raw = acc.raw;
+    clients.observe_score(req.client, raw);
+    let band = if !model.ready {
+        Band::WarmingUp
+    } else if raw >= model.thresholds.anomalous {
+        Band::Anomalous
+    } else if raw >= model.thresholds.suspicious {
+        Band::Suspicious
+    } else {
+        Band::Normal
+    };
+    let mut reasons = acc.reasons;
+    reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
+    reasons.truncate(MAX_REASONS);
+    sample.raw = raw;
+    sample.flagged = band == Band::Anomalous;
+    sample.warming_up = band == Band::WarmingUp;
+    Scored {
+        verdict: Verdict { score: raw / (raw + HALF_SCORE_BITS), raw, band, reasons, model_version: model.version },
+        sample,
+    }
+}
+
+fn family_of(kind: FieldKind) -> Family {
+    match kind {
+        FieldKind::Query | FieldKind::Form | FieldKind::Json => Family::Params,
+        FieldKind::Header => Family::Headers,
+        FieldKind::Tensor | FieldKind::TensorBytes => Family::Inference,
+        FieldKind::Client => Family::Client,
+    }
+}

@@ -1,6 +1,7 @@
 //! Checked policy types, and the loader that turns policy files into them
 //! with `file:line:column: message` diagnostics quoting the bad value.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -62,6 +63,37 @@ impl fmt::Display for Action {
     }
 }
 
+/// Which workloads a policy applies to: its namespace (none: mesh-wide) and
+/// the labels its `selector` requires.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attachment {
+    /// `metadata.namespace`; `None` attaches mesh-wide.
+    pub namespace: Option<String>,
+    /// `spec.selector.matchLabels`; empty: every workload in scope.
+    pub match_labels: BTreeMap<String, String>,
+}
+
+impl Attachment {
+    /// True if a policy with this attachment applies to `w`.
+    pub fn applies_to(&self, w: &Workload) -> bool {
+        let ns_ok = match (&self.namespace, &w.namespace) {
+            (None, _) => true,
+            (Some(p), Some(w)) => p == w,
+            (Some(_), None) => false,
+        };
+        ns_ok && self.match_labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+    }
+}
+
+/// The workload a sidecar protects, as policies see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Workload {
+    /// Its namespace.
+    pub namespace: Option<String>,
+    /// Its pod labels.
+    pub labels: BTreeMap<String, String>,
+}
+
 /// A checked `AuthorizationPolicy`.
 #[derive(Debug, Clone)]
 pub struct AuthorizationPolicy {
@@ -69,6 +101,8 @@ pub struct AuthorizationPolicy {
     pub name: String,
     /// `metadata.namespace`, if any.
     pub namespace: Option<String>,
+    /// Which workloads it applies to.
+    pub attach: Attachment,
     /// Where the document starts.
     pub location: Location,
     /// What a match does.
@@ -185,6 +219,26 @@ pub struct Policies {
     pub authorization: Vec<AuthorizationPolicy>,
     /// Rate-limit policies, in order.
     pub rate_limits: Vec<crate::ratelimit::RateLimitPolicy>,
+    /// JWT authentication policies, in order.
+    pub authentication: Vec<crate::jwt::RequestAuthentication>,
+}
+
+impl Policies {
+    /// The policies that apply to workload `w`; `None` (a sidecar that was
+    /// not told its workload) keeps every policy.
+    pub fn for_workload(&self, w: Option<&Workload>) -> Policies {
+        let Some(w) = w else { return self.clone() };
+        Policies {
+            authorization: self.authorization.iter().filter(|p| p.attach.applies_to(w)).cloned().collect(),
+            rate_limits: self.rate_limits.iter().filter(|p| p.attach.applies_to(w)).cloned().collect(),
+            authentication: self.authentication.iter().filter(|p| p.attach.applies_to(w)).cloned().collect(),
+        }
+    }
+
+    /// True when no policy of any kind is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.authorization.is_empty() && self.rate_limits.is_empty() && self.authentication.is_empty()
+    }
 }
 
 /// Loads a set of files as one policy set and keeps only the authorization
@@ -221,9 +275,14 @@ pub fn load_all(files: &[(&str, &str)]) -> Result<Policies, Vec<Diagnostic>> {
                     set.authorization.push(p);
                     key
                 }
-                Ok(Some(Loaded::RateLimit(p, ns))) => {
-                    let key = ("RateLimitPolicy", ns, p.name.clone());
+                Ok(Some(Loaded::RateLimit(p))) => {
+                    let key = ("RateLimitPolicy", p.attach.namespace.clone(), p.name.clone());
                     set.rate_limits.push(p);
+                    key
+                }
+                Ok(Some(Loaded::Authentication(p))) => {
+                    let key = ("RequestAuthentication", p.attach.namespace.clone(), p.name.clone());
+                    set.authentication.push(p);
                     key
                 }
                 Ok(None) => continue,
@@ -249,9 +308,21 @@ pub fn load_all(files: &[(&str, &str)]) -> Result<Policies, Vec<Diagnostic>> {
     }
 }
 
+/// The kinds this version reads, for messages.
+const SUPPORTED_KINDS: &str = "AuthorizationPolicy, RequestAuthentication, RateLimitPolicy";
+
+/// The attachment written in a document's metadata and selector.
+fn attachment(meta: &format::RawMetadata, selector: Option<&format::RawSelector>) -> Attachment {
+    Attachment {
+        namespace: meta.namespace.clone().filter(|n| !n.is_empty()),
+        match_labels: selector.map(|s| s.match_labels.clone()).unwrap_or_default(),
+    }
+}
+
 enum Loaded {
     Authorization(AuthorizationPolicy),
-    RateLimit(crate::ratelimit::RateLimitPolicy, Option<String>),
+    RateLimit(crate::ratelimit::RateLimitPolicy),
+    Authentication(crate::jwt::RequestAuthentication),
 }
 
 struct RawDoc<'a> {
@@ -329,25 +400,25 @@ fn load_document(doc: &Doc<'_>) -> Result<Option<Loaded>, Vec<Diagnostic>> {
         Some("AuthorizationPolicy") => {}
         Some("RateLimitPolicy") => {
             let raw: crate::format::RawRateLimitPolicy = serde_yaml::from_str(doc.text).map_err(yaml_err)?;
-            let ns = raw.metadata.namespace.clone();
             check_name(doc, &raw.metadata.name).map_err(|d| vec![d])?;
+            let attach = attachment(&raw.metadata, raw.spec.selector.as_ref());
             let mut op = |ctx: &str, o: &RawOperation, d: &mut Vec<Diagnostic>| compile_operation(doc, ctx, o, d);
             let err = |needle: &str, message: String| doc.err(needle, message);
-            return crate::ratelimit::compile(raw, &mut op, &err).map(|p| Some(Loaded::RateLimit(p, ns)));
+            return crate::ratelimit::compile(raw, attach, &mut op, &err).map(|p| Some(Loaded::RateLimit(p)));
         }
-        Some(k @ ("RequestAuthentication" | "AnomalyPolicy")) => {
-            return Err(vec![doc.err(
-                k,
-                format!(
-                "kind \"{k}\" is not supported by this version yet (supported: AuthorizationPolicy, RateLimitPolicy)"
-            ),
-            )])
+        Some("RequestAuthentication") => {
+            let raw: crate::format::RawRequestAuthentication = serde_yaml::from_str(doc.text).map_err(yaml_err)?;
+            check_name(doc, &raw.metadata.name).map_err(|d| vec![d])?;
+            let attach = attachment(&raw.metadata, raw.spec.selector.as_ref());
+            let err = |needle: &str, message: String| doc.err(needle, message);
+            return crate::jwt::compile(raw, attach, doc.at(1, 1), &err).map(|p| Some(Loaded::Authentication(p)));
         }
-        Some(k) => {
+        Some(k @ "AnomalyPolicy") => {
             return Err(vec![
-                doc.err(k, format!("unknown kind \"{k}\" (expected AuthorizationPolicy or RateLimitPolicy)"))
+                doc.err(k, format!("kind \"{k}\" is not supported by this version yet (supported: {SUPPORTED_KINDS})"))
             ])
         }
+        Some(k) => return Err(vec![doc.err(k, format!("unknown kind \"{k}\" (expected one of {SUPPORTED_KINDS})"))]),
         None => return Err(vec![Diagnostic { location: doc.at(1, 1), message: "missing kind".into() }]),
     }
     let raw: RawAuthorizationPolicy = serde_yaml::from_str(doc.text).map_err(yaml_err)?;
@@ -355,6 +426,7 @@ fn load_document(doc: &Doc<'_>) -> Result<Option<Loaded>, Vec<Diagnostic>> {
 }
 
 fn compile_authorization(doc: &Doc<'_>, raw: RawAuthorizationPolicy) -> Result<AuthorizationPolicy, Vec<Diagnostic>> {
+    let attach = attachment(&raw.metadata, raw.spec.selector.as_ref());
     let name = raw.metadata.name;
     let mut diags = Vec::new();
     if name.is_empty()
@@ -392,6 +464,7 @@ fn compile_authorization(doc: &Doc<'_>, raw: RawAuthorizationPolicy) -> Result<A
     Ok(AuthorizationPolicy {
         name,
         namespace: raw.metadata.namespace,
+        attach,
         location: doc.at(1, 1),
         action,
         dry_run: raw.spec.dry_run,

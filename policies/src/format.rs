@@ -55,6 +55,10 @@ pub struct RawAuthorizationPolicy {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawAuthorizationSpec {
+    /// Workloads this policy attaches to (by pod labels); absent: every
+    /// workload in the policy's namespace (or the whole mesh without one).
+    #[serde(default)]
+    pub selector: Option<RawSelector>,
     /// `ALLOW` (default), `DENY` or `AUDIT`.
     #[serde(default)]
     #[schemars(extend("enum" = ["ALLOW", "DENY", "AUDIT"]))]
@@ -175,6 +179,7 @@ pub fn schema(kind: &str) -> Option<serde_json::Value> {
     let generated = match kind {
         "AuthorizationPolicy" => schemars::schema_for!(RawAuthorizationPolicy),
         "RateLimitPolicy" => schemars::schema_for!(RawRateLimitPolicy),
+        "RequestAuthentication" => schemars::schema_for!(RawRequestAuthentication),
         _ => return None,
     };
     let mut schema = serde_json::to_value(generated).unwrap_or_default();
@@ -207,6 +212,10 @@ pub struct RawRateLimitPolicy {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawRateLimitSpec {
+    /// Workloads this policy attaches to (by pod labels); absent: every
+    /// workload in the policy's namespace (or the whole mesh without one).
+    #[serde(default)]
+    pub selector: Option<RawSelector>,
     /// Counted and logged as what it would do, never enforced.
     #[serde(default)]
     pub dry_run: bool,
@@ -268,4 +277,115 @@ pub struct RawOverride {
     /// Burst. Default: `requests`.
     #[serde(default)]
     pub burst: Option<u32>,
+}
+
+/// Which workloads a policy attaches to.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawSelector {
+    /// Every label must be present on the workload with this value.
+    #[serde(default)]
+    pub match_labels: std::collections::BTreeMap<String, String>,
+}
+
+/// A `RequestAuthentication` document (JWT).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequestAuthentication {
+    /// `meshward.dev/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// `RequestAuthentication`.
+    pub kind: String,
+    /// Name and namespace.
+    pub metadata: RawMetadata,
+    /// The JWT rules.
+    pub spec: RawRequestAuthenticationSpec,
+}
+
+/// `spec` of a `RequestAuthentication`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawRequestAuthenticationSpec {
+    /// Workloads this policy attaches to.
+    #[serde(default)]
+    pub selector: Option<RawSelector>,
+    /// Invalid tokens are logged and counted as what would be refused, and
+    /// the request continues without a verified token.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Refuse (401) requests that carry no token at all. Default `false`, as
+    /// in Istio: a request without a token passes unauthenticated and an
+    /// `AuthorizationPolicy` decides (e.g. with `requestPrincipals: ["*"]`).
+    #[serde(default)]
+    pub require_token: bool,
+    /// One rule per trusted issuer.
+    pub jwt_rules: Vec<RawJwtRule>,
+}
+
+/// How tokens of one issuer are found and verified.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawJwtRule {
+    /// The `iss` claim this rule verifies, e.g. `https://auth.example.com`.
+    pub issuer: String,
+    /// Accepted `aud` values (any one must be in the token); empty: `aud` is not checked.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Keys inline: a JWKS document as a JSON string.
+    #[serde(default)]
+    pub jwks: Option<String>,
+    /// Keys from a file: a JWKS document or a PEM public key.
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    /// Keys from a URL (`https://`, or `http://` for loopback and tests).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// How often keys from `jwksUri`/`jwksFile` are refreshed. Default `10m`.
+    #[serde(default)]
+    pub jwks_refresh_interval: Option<String>,
+    /// Least time between two refetches caused by an unknown `kid`. Default `30s`.
+    #[serde(default)]
+    pub jwks_min_refetch_interval: Option<String>,
+    /// Accepted `alg` values. Default: every asymmetric algorithm
+    /// (RS256/384/512, PS256/384/512, ES256/384, EdDSA). HS256/384/512 only
+    /// when listed, and only with inline or file keys.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// Headers the token is read from. Default: `Authorization` with prefix `Bearer `.
+    #[serde(default)]
+    pub from_headers: Vec<RawJwtHeader>,
+    /// Query parameters the token is read from.
+    #[serde(default)]
+    pub from_params: Vec<String>,
+    /// Keep the token in the request to the app. Default `false` (removed).
+    #[serde(default)]
+    pub forward_original_token: bool,
+    /// Copy claims into request headers for the app (incoming copies are always removed).
+    #[serde(default)]
+    pub output_claim_to_headers: Vec<RawClaimToHeader>,
+    /// Allowed clock difference for `exp` and `nbf`. Default `60s`.
+    #[serde(default)]
+    pub clock_skew: Option<String>,
+}
+
+/// A header a token may arrive in.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtHeader {
+    /// Header name.
+    pub name: String,
+    /// Text before the token, e.g. `Bearer `.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// One claim copied into a header.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawClaimToHeader {
+    /// Header name set for the app.
+    pub header: String,
+    /// Claim name; nested claims with dots (`realm.tier`).
+    pub claim: String,
 }

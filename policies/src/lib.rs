@@ -9,9 +9,11 @@
 //! It never does I/O beyond parsing what it is handed: the proxy reads and
 //! watches files, this crate decides.
 //!
-//! Kinds so far: `AuthorizationPolicy` (ALLOW / DENY / AUDIT, dry-run).
-//! `RequestAuthentication` (JWT) and `RateLimitPolicy` are refused with a
-//! clear "not supported by this version yet" until they land (issue #4).
+//! Kinds: `AuthorizationPolicy` (ALLOW / DENY / AUDIT, dry-run),
+//! `RequestAuthentication` (JWT, [`jwt`]) and `RateLimitPolicy`
+//! ([`ratelimit`]); each attaches to workloads by namespace and selector
+//! ([`compile::Attachment`]). `AnomalyPolicy` is refused with a clear "not
+//! supported by this version yet" until the detector joins the data path.
 //!
 //! ```
 //! let yaml = "apiVersion: meshward.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: gw-only}\n\
@@ -33,8 +35,11 @@ pub mod cases;
 pub mod compile;
 pub mod eval;
 pub mod format;
+pub mod jwt;
 pub mod matcher;
 pub mod ratelimit;
+#[cfg(any(test, feature = "test-keys"))]
+pub mod testkeys;
 
 #[cfg(test)]
 mod tests;

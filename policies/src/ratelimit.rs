@@ -50,6 +50,8 @@ pub struct RateRule {
 pub struct RateLimitPolicy {
     /// Name.
     pub name: String,
+    /// Which workloads it applies to.
+    pub attach: crate::compile::Attachment,
     /// Counted, not enforced.
     pub dry_run: bool,
     /// Rules.
@@ -99,7 +101,7 @@ pub fn buckets<'p>(policies: &'p [RateLimitPolicy], req: &RequestAttrs<'_>) -> V
 }
 
 /// Parses `100ms`, `1s`, `5m`, `1h`.
-fn period(s: &str) -> Option<Duration> {
+pub(crate) fn period(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let n: u64 = s[..split].parse().ok()?;
@@ -116,6 +118,7 @@ fn period(s: &str) -> Option<Duration> {
 /// Checks one `RateLimitPolicy`; `err(needle, message)` makes a located diagnostic.
 pub(crate) fn compile(
     raw: RawRateLimitPolicy,
+    attach: crate::compile::Attachment,
     op: &mut dyn FnMut(&str, &crate::format::RawOperation, &mut Vec<Diagnostic>) -> Operation,
     err: &dyn Fn(&str, String) -> Diagnostic,
 ) -> Result<RateLimitPolicy, Vec<Diagnostic>> {
@@ -173,7 +176,7 @@ pub(crate) fn compile(
         rules.push(RateRule { to, key, limit: default, overrides });
     }
     if diags.is_empty() {
-        Ok(RateLimitPolicy { name, dry_run: raw.spec.dry_run, rules })
+        Ok(RateLimitPolicy { name, attach, dry_run: raw.spec.dry_run, rules })
     } else {
         Err(diags)
     }

@@ -184,7 +184,7 @@ apiVersion: meshward.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: b}\nspe
     assert_eq!(e[1], "p.yaml:6:13: unknown apiVersion \"v2\" (expected meshward.dev/v1)");
 
     let e = errors("apiVersion: meshward.dev/v1\nkind: Gateway\n");
-    assert_eq!(e, vec!["p.yaml:2:7: unknown kind \"Gateway\" (expected AuthorizationPolicy or RateLimitPolicy)"]);
+    assert_eq!(e, vec!["p.yaml:2:7: unknown kind \"Gateway\" (expected one of AuthorizationPolicy, RequestAuthentication, RateLimitPolicy)"]);
 
     let e = errors("apiVersion: meshward.dev/v1\nkind: X\napiVersion: \r2\n");
     assert_eq!(e, vec!["p.yaml:3:13: bare CR line ending (expected LF or CRLF)"], "found by fuzzing");

@@ -26,6 +26,8 @@ pub struct AdminState {
     pub store: Option<Arc<CertStore>>,
     /// Authorization policies.
     pub policies: Arc<PolicyStore>,
+    /// JWT key sets (not ready until each has loaded once).
+    pub jwks: Arc<crate::jwks::Jwks>,
     /// False once shutdown began (so load balancers stop sending).
     pub accepting: AtomicBool,
 }
@@ -36,14 +38,19 @@ impl AdminState {
         if !self.accepting.load(Ordering::Relaxed) {
             return Some("shutting down");
         }
-        match &self.store {
-            Some(store) => match store.current() {
-                None => Some("workload certificate not loaded"),
-                Some(l) if !l.is_valid_at(SystemTime::now()) => Some("workload certificate expired or not yet valid"),
-                Some(_) => None,
-            },
-            None => None,
+        if let Some(store) = &self.store {
+            match store.current() {
+                None => return Some("workload certificate not loaded"),
+                Some(l) if !l.is_valid_at(SystemTime::now()) => {
+                    return Some("workload certificate expired or not yet valid")
+                }
+                Some(_) => {}
+            }
         }
+        if !self.jwks.ready() {
+            return Some("JWT keys (jwksUri/jwksFile) not loaded yet");
+        }
+        None
     }
 
     fn refresh_cert_gauges(&self) {
@@ -133,9 +140,20 @@ async fn handle(req: Request<Incoming>, state: Arc<AdminState>) -> Result<Respon
                 .iter()
                 .map(|p| serde_json::json!({"name": p.name, "dry_run": p.dry_run, "rules": p.rules.len()}))
                 .collect();
+            let authentication: Vec<_> = set
+                .authentication
+                .iter()
+                .map(|p| {
+                    let issuers: Vec<&str> = p.rules.iter().map(|r| r.issuer.as_str()).collect();
+                    serde_json::json!({"name": p.name, "dry_run": p.dry_run, "require_token": p.require_token,
+                        "issuers": issuers, "source": p.location.to_string()})
+                })
+                .collect();
             let body = serde_json::json!({
                 "policies": policies,
                 "rate_limits": rate_limits,
+                "authentication": authentication,
+                "not_attached": set.not_attached,
                 "files": files,
                 "hash": set.hash,
                 "loaded_at": set.loaded_at.map(unix),

@@ -92,6 +92,24 @@ pub struct RawConfig {
     /// Policy files.
     #[serde(default)]
     pub policy: RawPolicy,
+    /// The workload this sidecar protects (for policy attachment).
+    #[serde(default)]
+    pub workload: RawWorkload,
+}
+
+/// `workload:` section: which policies attach to this sidecar. Without it
+/// every loaded policy applies.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkload {
+    /// The pod's namespace (e.g. from the downward API via
+    /// `MESHWARD_WORKLOAD__NAMESPACE`). Policies of other namespaces do not apply.
+    pub namespace: Option<String>,
+    /// The pod's labels, matched by policies' `selector.matchLabels`.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// A downward-API labels file (`key="value"` per line), read at start.
+    pub labels_file: Option<PathBuf>,
 }
 
 /// `policy:` section.
@@ -252,6 +270,8 @@ pub struct Config {
     pub policy_paths: Vec<PathBuf>,
     /// Poll interval for policy changes.
     pub policy_reload_interval: Duration,
+    /// The workload policies attach to; `None`: every policy applies.
+    pub workload: Option<meshward_policies::compile::Workload>,
 }
 
 /// Certificate files.
@@ -725,7 +745,9 @@ impl TryFrom<RawConfig> for Config {
             }
             Some(n) => n as usize,
         };
+        let workload = workload(raw.workload)?;
         Ok(Config {
+            workload,
             identity,
             inbound,
             outbound,
@@ -742,6 +764,38 @@ impl TryFrom<RawConfig> for Config {
             )?,
         })
     }
+}
+
+/// The checked `workload:` section; labels from the file win over inline ones.
+fn workload(raw: RawWorkload) -> Result<Option<meshward_policies::compile::Workload>, ConfigError> {
+    if raw.namespace.is_none() && raw.labels.is_empty() && raw.labels_file.is_none() {
+        return Ok(None);
+    }
+    let mut labels = raw.labels;
+    if let Some(path) = &raw.labels_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("workload.labels_file", format!("cannot read {}: {e}", path.display())))?;
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let parsed = line.split_once('=').and_then(|(k, v)| {
+                let v = v.trim();
+                let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+                (!k.trim().is_empty()).then(|| (k.trim().to_owned(), v.replace("\\\"", "\"")))
+            });
+            match parsed {
+                Some((k, v)) => {
+                    labels.insert(k, v);
+                }
+                None => {
+                    return Err(invalid(
+                        "workload.labels_file",
+                        format!("{}:{}: \"{line}\" is not key=\"value\"", path.display(), i + 1),
+                    ))
+                }
+            }
+        }
+    }
+    let namespace = raw.namespace.filter(|n| !n.is_empty());
+    Ok(Some(meshward_policies::compile::Workload { namespace, labels }))
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             }
             Ok(config) => {
                 // Policies are security decisions: an invalid set at start is fatal.
-                let policies = match PolicyStore::load(config.policy_paths.clone()) {
+                let policies = match PolicyStore::load(config.policy_paths.clone(), config.workload.clone()) {
                     Ok(p) => p,
                     Err(e) => {
                         eprintln!("meshward: invalid policy: {e:#}");

@@ -71,6 +71,17 @@ fn latency_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 20))
 }
 
+/// Labels of `jwks_fetches`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksLabels {
+    /// The rule's issuer.
+    pub issuer: String,
+    /// `ok`, `error`, `unchanged`.
+    pub result: &'static str,
+    /// `refresh`, `unknown_kid`, `initial`.
+    pub trigger: &'static str,
+}
+
 /// Every metric, shared by all tasks.
 #[derive(Debug)]
 pub struct Metrics {
@@ -97,6 +108,8 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabel, Counter>,
     /// Rate-limit key state resets under a flood of distinct keys.
     pub ratelimit_state_resets: Counter,
+    /// JWKS fetches (URL or file) by issuer and result.
+    pub jwks_fetches: Family<JwksLabels, Counter>,
     /// Our certificate's notAfter as a Unix timestamp.
     pub cert_expiry: Gauge<f64, AtomicU64>,
     /// 1 when our certificate is loaded and currently valid.
@@ -119,6 +132,7 @@ impl Metrics {
             policy_decisions: Family::default(),
             policy_reloads: Family::default(),
             ratelimit_state_resets: Counter::default(),
+            jwks_fetches: Family::default(),
             cert_expiry: Gauge::default(),
             cert_valid: Gauge::default(),
             registry: Registry::default(),
@@ -152,6 +166,11 @@ impl Metrics {
             m.policy_decisions.clone(),
         );
         registry.register("policy_reloads", "Policy file reloads by result", m.policy_reloads.clone());
+        registry.register(
+            "jwks_fetches",
+            "JWT key set fetches (jwksUri or jwksFile) by issuer and result",
+            m.jwks_fetches.clone(),
+        );
         registry.register(
             "ratelimit_state_resets",
             "Rate-limit key state resets because more than 100000 keys were live",

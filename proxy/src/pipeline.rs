@@ -7,7 +7,7 @@
 //!     (`http::framing`); body size checked here and while streaming.
 //!  3. Headers: hop-by-hop removed, identity header set by us only,
 //!     `traceparent` kept or started.
-//!  4. Authentication and policy: issue #4 plugs in here.
+//!  4. Authentication (JWT, `authn`), then authorization and rate limits.
 //!  5. Features and detector verdict: issue #7 plugs in here.
 //!  6. Forward to the app, streamed; response streamed back.
 //!  7. Metrics and one access-log line.
@@ -34,7 +34,7 @@ use crate::http::headers::{self, ORIG_PROTO};
 use crate::metrics::{self, DecisionLabels, DirectionLabel, Metrics, ReasonLabels, RequestLabels};
 use crate::policy_store::{PolicySet, PolicyStore};
 use crate::tls::{CertStore, SpiffeId};
-use meshward_policies::eval::{evaluate, HeaderLookup, Reason, RequestAttrs, Verdict};
+use meshward_policies::eval::{evaluate, HeaderLookup, Reason, RequestAttrs, Verdict, VerifiedJwt};
 
 /// What every request handler shares.
 pub struct Shared {
@@ -52,6 +52,8 @@ pub struct Shared {
     pub policies: Arc<PolicyStore>,
     /// Token buckets of the rate-limit policies.
     pub limiters: crate::ratelimit::Limiters,
+    /// JWT key sets named by the policies.
+    pub jwks: Arc<crate::jwks::Jwks>,
 }
 
 /// What an inbound connection knows about its peer.
@@ -89,8 +91,12 @@ pub async fn inbound(
     let app_proto =
         app_protocol(cfg.app_protocol, version, conn.peer_identity.is_some(), orig_proto.as_ref(), &parts.headers);
 
-    // 4. Authorization policy (JWT authentication arrives with issue #4).
-    let authz = enforce_policies(&shared.policies.current(), &method, &path, &parts.headers, &conn, &shared);
+    // 4. Authentication, authorization, rate limits, against the set current now.
+    let set = shared.policies.current();
+    let authz = match crate::authn::authenticate(&set, &mut parts, &shared).await {
+        Ok(jwt) => enforce_policies(&set, &method, &path, &parts.headers, jwt.as_ref(), &conn, &shared),
+        Err(refused) => Err(refused),
+    };
     // 5. Detector verdicts arrive with issue #7.
 
     // 6. Forward.
@@ -159,9 +165,9 @@ pub async fn outbound(
 }
 
 /// Header lookup over a request's header map, for policy conditions.
-struct Headers<'a>(&'a http::HeaderMap);
+pub struct HeaderMapLookup<'a>(pub &'a http::HeaderMap);
 
-impl HeaderLookup for Headers<'_> {
+impl HeaderLookup for HeaderMapLookup<'_> {
     fn header(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(|v| v.to_str().ok())
     }
@@ -173,13 +179,14 @@ fn enforce_policies(
     method: &http::Method,
     path: &str,
     headers: &http::HeaderMap,
+    jwt: Option<&VerifiedJwt>,
     conn: &InboundConn,
     shared: &Shared,
 ) -> Result<(), ProxyError> {
     if set.policies.is_empty() && set.rate_limits.is_empty() {
         return Ok(());
     }
-    let headers = Headers(headers);
+    let headers = HeaderMapLookup(headers);
     let req = RequestAttrs {
         method: method.as_str(),
         path,
@@ -187,7 +194,7 @@ fn enforce_policies(
         peer: conn.peer_identity.as_ref().map(SpiffeId::as_str),
         source_ip: conn.client_addr.ip(),
         headers: &headers,
-        jwt: None,
+        jwt,
     };
     authorize(set, &req, &shared.metrics)?;
     rate_limit(set, &req, shared)

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use meshward_policies::compile::{load_all, AuthorizationPolicy, Diagnostic};
+use meshward_policies::compile::{load_all, AuthorizationPolicy, Diagnostic, Workload};
+use meshward_policies::jwt::{JwtRule, RequestAuthentication};
 use meshward_policies::ratelimit::RateLimitPolicy;
 use sha2::{Digest, Sha256};
 
@@ -20,6 +21,10 @@ pub struct PolicySet {
     pub policies: Vec<AuthorizationPolicy>,
     /// Rate-limit policies in file order.
     pub rate_limits: Vec<RateLimitPolicy>,
+    /// JWT authentication policies in file order.
+    pub authentication: Vec<RequestAuthentication>,
+    /// Names of loaded policies that do not attach to this workload.
+    pub not_attached: Vec<String>,
     /// Files and the SHA-256 of their content.
     pub files: Vec<(String, String)>,
     /// SHA-256 over all files.
@@ -43,14 +48,16 @@ pub enum PolicyError {
 #[derive(Debug)]
 pub struct PolicyStore {
     paths: Vec<PathBuf>,
+    workload: Option<Workload>,
     current: ArcSwap<PolicySet>,
 }
 
 impl PolicyStore {
     /// Loads `paths` now; an invalid set is an error (fail closed at start).
-    pub fn load(paths: Vec<PathBuf>) -> Result<Self, PolicyError> {
-        let set = read_set(&paths)?;
-        Ok(Self { paths, current: ArcSwap::from_pointee(set) })
+    /// Only policies that attach to `workload` apply (all of them without one).
+    pub fn load(paths: Vec<PathBuf>, workload: Option<Workload>) -> Result<Self, PolicyError> {
+        let set = read_set(&paths, workload.as_ref())?;
+        Ok(Self { paths, workload, current: ArcSwap::from_pointee(set) })
     }
 
     /// The current set.
@@ -63,7 +70,7 @@ impl PolicyStore {
         if self.paths.is_empty() {
             return Ok(false);
         }
-        let set = read_set(&self.paths)?;
+        let set = read_set(&self.paths, self.workload.as_ref())?;
         if set.hash == self.current().hash {
             return Ok(false);
         }
@@ -115,7 +122,14 @@ pub fn read_files(paths: &[PathBuf]) -> Result<Vec<(String, String)>, PolicyErro
         .collect()
 }
 
-fn read_set(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
+impl PolicySet {
+    /// Every JWT rule of the attached policies.
+    pub fn jwt_rules(&self) -> Vec<&JwtRule> {
+        self.authentication.iter().flat_map(|p| &p.rules).collect()
+    }
+}
+
+fn read_set(paths: &[PathBuf], workload: Option<&Workload>) -> Result<PolicySet, PolicyError> {
     if paths.is_empty() {
         return Ok(PolicySet { loaded_at: Some(SystemTime::now()), ..PolicySet::default() });
     }
@@ -129,10 +143,21 @@ fn read_set(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
         hashes.push((name.clone(), hex(&h)));
     }
     let refs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
-    let set = load_all(&refs).map_err(PolicyError::Invalid)?;
+    let loaded = load_all(&refs).map_err(PolicyError::Invalid)?;
+    let set = loaded.for_workload(workload);
+    let names = |p: &meshward_policies::compile::Policies| -> Vec<String> {
+        let a = p.authorization.iter().map(|x| format!("AuthorizationPolicy/{}", x.name));
+        let r = p.rate_limits.iter().map(|x| format!("RateLimitPolicy/{}", x.name));
+        let j = p.authentication.iter().map(|x| format!("RequestAuthentication/{}", x.name));
+        a.chain(r).chain(j).collect()
+    };
+    let attached = names(&set);
+    let not_attached = names(&loaded).into_iter().filter(|n| !attached.contains(n)).collect();
     Ok(PolicySet {
         policies: set.authorization,
         rate_limits: set.rate_limits,
+        authentication: set.authentication,
+        not_attached,
         files: hashes,
         hash: hex(&all.finalize()),
         loaded_at: Some(SystemTime::now()),

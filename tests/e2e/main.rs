@@ -6,6 +6,7 @@ mod util;
 
 mod config;
 mod grpc;
+mod jwt;
 mod lifecycle;
 mod limits;
 mod mesh;

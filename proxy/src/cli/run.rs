@@ -48,6 +48,8 @@ impl Proxy {
         if let Some(files) = &config.identity {
             reload_once(&store, files, &metrics, true);
         }
+        let jwks = crate::jwks::Jwks::new(metrics.clone())?;
+        jwks.sync(&policies.current().jwt_rules());
         let shared = Arc::new(Shared {
             limits: config.limits.clone(),
             metrics: metrics.clone(),
@@ -56,6 +58,7 @@ impl Proxy {
             peers: PeerClients::new(store.clone(), config.limits.connect_timeout),
             policies: policies.clone(),
             limiters: Default::default(),
+            jwks: jwks.clone(),
         });
         let bind = |addr: SocketAddr, what: String| async move {
             TcpListener::bind(addr).await.with_context(|| format!("cannot bind {what} on {addr}"))
@@ -73,6 +76,7 @@ impl Proxy {
             metrics,
             store: config.identity.as_ref().map(|_| store),
             policies,
+            jwks,
             accepting: true.into(),
         });
         Ok(Self { config, shared, admin, admin_listener, inbound, outbound })
@@ -114,7 +118,8 @@ impl Proxy {
             });
         }
         if !self.config.policy_paths.is_empty() {
-            let (policies, metrics) = (self.shared.policies.clone(), self.shared.metrics.clone());
+            let (policies, metrics, jwks) =
+                (self.shared.policies.clone(), self.shared.metrics.clone(), self.shared.jwks.clone());
             let (every, stop) = (self.config.policy_reload_interval, conn_shutdown.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
@@ -133,7 +138,14 @@ impl Proxy {
                             last_error.clear();
                             metrics.policy_reloads.get_or_create(&ResultLabel { result: "success" }).inc();
                             let set = policies.current();
-                            tracing::info!(policies = set.policies.len(), hash = %set.hash, "policy set reloaded");
+                            jwks.sync(&set.jwt_rules());
+                            tracing::info!(
+                                authorization = set.policies.len(),
+                                rate_limits = set.rate_limits.len(),
+                                authentication = set.authentication.len(),
+                                hash = %set.hash,
+                                "policy set reloaded"
+                            );
                         }
                         Err(e) => {
                             metrics.policy_reloads.get_or_create(&ResultLabel { result: "failure" }).inc();
@@ -231,7 +243,14 @@ pub async fn termination_signal() {
 /// `meshward run`: serve until a termination signal.
 pub async fn run(config: Config, policies: PolicyStore) -> anyhow::Result<()> {
     let set = policies.current();
-    tracing::info!(policies = set.policies.len(), files = set.files.len(), "policy set loaded");
+    tracing::info!(
+        authorization = set.policies.len(),
+        rate_limits = set.rate_limits.len(),
+        authentication = set.authentication.len(),
+        not_attached = set.not_attached.len(),
+        files = set.files.len(),
+        "policy set loaded"
+    );
     let proxy = Proxy::bind(config, Arc::new(policies)).await?;
     let addrs = proxy.addresses();
     tracing::info!(admin = %addrs.admin, inbound = ?addrs.inbound, outbound = ?addrs.outbound, "meshward started");

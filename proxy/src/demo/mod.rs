@@ -77,7 +77,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          inbound: {{listen: '127.0.0.1:0', app: '{app_addr}', mode: strict}}\n\
          admin: {{listen: '127.0.0.1:0'}}\n"
     ))?;
-    let no_policy = || PolicyStore::load(Vec::new()).map(Arc::new);
+    let no_policy = || PolicyStore::load(Vec::new(), None).map(Arc::new);
     let server = Proxy::bind(server_cfg, no_policy()?).await?;
     let server_addrs = server.addresses();
     let inbound = server_addrs.inbound.context("inbound address")?;

@@ -63,6 +63,17 @@ pub enum ProxyError {
         /// The window in seconds (rounded up).
         window_secs: u64,
     },
+    /// A `RequestAuthentication` refused the token (or its absence).
+    #[error("unauthenticated: {which}: {code}")]
+    Unauthenticated {
+        /// `policy 'NAME' rule N`.
+        which: String,
+        /// Machine-readable reason, e.g. `jwt_expired`.
+        code: &'static str,
+    },
+    /// The keys to check the token could not be loaded (fail closed).
+    #[error("authentication unavailable: {0}: JWT keys not loaded")]
+    AuthKeysUnavailable(String),
     /// An authorization policy denied the request.
     #[error("denied: {0}")]
     PolicyDenied(String),
@@ -81,7 +92,8 @@ impl ProxyError {
             Self::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamConnect { .. } | Self::UpstreamIdentity { .. } | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamConnectTimeout(_) | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::AuthKeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::PolicyDenied(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -101,6 +113,8 @@ impl ProxyError {
             Self::UpstreamIdentity { .. } => "upstream identity mismatch",
             Self::Upstream(_) => "upstream reset",
             Self::Unavailable(r) => r,
+            Self::Unauthenticated { code, .. } => code,
+            Self::AuthKeysUnavailable(_) => "jwt_keys_unavailable",
             Self::PolicyDenied(_) => "denied by policy",
             Self::RateLimited { .. } => "rate limited",
         }
@@ -115,7 +129,10 @@ impl ProxyError {
             | Self::BodyTooLarge
             | Self::HeaderTimeout => "client",
             Self::Unavailable(_) => "proxy",
-            Self::PolicyDenied(_) | Self::RateLimited { .. } => "policy",
+            Self::PolicyDenied(_)
+            | Self::RateLimited { .. }
+            | Self::Unauthenticated { .. }
+            | Self::AuthKeysUnavailable(_) => "policy",
             _ => "upstream",
         }
     }
@@ -125,7 +142,10 @@ impl ProxyError {
         // A denial names the policy and rule that decided, so teams can tell
         // which rule to look at; everything else gets its fixed reason.
         let body = match self {
-            Self::PolicyDenied(_) | Self::RateLimited { .. } => format!("{self}\n"),
+            Self::PolicyDenied(_)
+            | Self::RateLimited { .. }
+            | Self::Unauthenticated { .. }
+            | Self::AuthKeysUnavailable(_) => format!("{self}\n"),
             _ => format!("{}\n", self.reason()),
         };
         let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
@@ -133,7 +153,11 @@ impl ProxyError {
         let h = resp.headers_mut();
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert("x-meshward-error", HeaderValue::from_static(self.reason()));
-        if let Self::PolicyDenied(which) | Self::RateLimited { which, .. } = self {
+        if let Self::PolicyDenied(which)
+        | Self::RateLimited { which, .. }
+        | Self::Unauthenticated { which, .. }
+        | Self::AuthKeysUnavailable(which) = self
+        {
             if let Ok(v) = HeaderValue::from_str(which) {
                 h.insert("x-meshward-policy", v);
             }
@@ -147,6 +171,18 @@ impl ProxyError {
             if let Ok(v) = HeaderValue::from_str(&format!("{limit};w={window_secs}")) {
                 h.insert("ratelimit-policy", v);
             }
+        }
+        if let Self::Unauthenticated { code, .. } = self {
+            // RFC 6750: no error code when no token was sent.
+            let v = if *code == "jwt_missing" {
+                HeaderValue::from_static("Bearer realm=\"meshward\"")
+            } else {
+                HeaderValue::from_static("Bearer realm=\"meshward\", error=\"invalid_token\"")
+            };
+            h.insert(http::header::WWW_AUTHENTICATE, v);
+        }
+        if let Self::AuthKeysUnavailable(_) = self {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(5u32));
         }
         if self.origin() == "client" {
             h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));

@@ -12,11 +12,13 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod authn;
 pub mod cli;
 pub mod config;
 pub mod dataset;
 pub mod demo;
 pub mod http;
+pub mod jwks;
 pub mod listen;
 pub mod metrics;
 pub mod pipeline;

@@ -5,6 +5,7 @@
 mod util;
 
 mod config;
+mod eval_cli;
 mod grpc;
 mod jwt;
 mod lifecycle;

@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 pub mod certs;
+pub mod eval;
 pub mod policy;
 pub mod run;
 
@@ -30,6 +31,8 @@ pub enum Command {
     /// Tools for policy authors: validate policy files offline.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Replay labelled traffic through the detector offline and print detection metrics as JSON.
+    Eval(eval::EvalArgs),
     /// Run a complete local mesh with an embedded model server and traffic.
     Demo(crate::demo::DemoArgs),
 }

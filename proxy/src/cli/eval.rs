@@ -1,0 +1,228 @@
+//! `meshward eval`: replay labelled traffic through the detector, offline,
+//! and print detection metrics as one JSON object on stdout.
+//!
+//! The train file is learned from (every request scored, then learned, as
+//! during warm-up in the sidecar). The test file is then processed in
+//! arrival order as the sidecar would: score first, then learn from the
+//! request unless it was flagged, then feed its response (status) to the
+//! client's window. Progress goes to stderr.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use meshward_detector::{metrics, score, Clients, Config, Learner, Model, RawConfig, Request};
+use serde_json::{json, Value};
+
+use crate::dataset::{read_records, Label, Record};
+
+/// Arguments of `meshward eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Normal traffic to learn from (JSONL, see docs/eval-format.md). Required unless --load-model.
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Labelled traffic to score, in arrival order (JSONL).
+    #[arg(long)]
+    pub test: PathBuf,
+    /// Skip and count bad lines instead of stopping at the first one.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Share of normal requests allowed to be flagged (calibrates the anomalous band).
+    #[arg(long, default_value_t = 0.001)]
+    pub fp_budget: f64,
+    /// Write the model learned from --train (before the test file) to this file.
+    #[arg(long)]
+    pub save_model: Option<PathBuf>,
+    /// Start from a model snapshot (from --save-model) instead of an empty one.
+    #[arg(long)]
+    pub load_model: Option<PathBuf>,
+}
+
+/// Requests between progress lines on stderr.
+const PROGRESS_EVERY: u64 = 100_000;
+/// A client counts as caught when flagged within this many of its test requests.
+const FIRST_REQUESTS: u32 = 50;
+
+/// The detector state of one replay.
+struct Replay {
+    model: Model,
+    learner: Learner,
+    clients: Clients,
+}
+
+impl Replay {
+    /// Score one record, learn from it unless flagged, feed its response.
+    fn step(&mut self, r: &Record) -> meshward_detector::Verdict {
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let req =
+            Request { method: &r.method, uri: &r.uri, headers: &headers, body: &r.body, client: &r.client, ts: r.ts };
+        let scored = score(&self.model, &mut self.clients, &req);
+        self.learner.learn(&scored.sample);
+        if let Some(m) = self.learner.maybe_publish() {
+            self.model = m;
+        }
+        if let Some(status) = r.status {
+            let latency = r.latency_ms.unwrap_or(0.0) / 1000.0;
+            self.clients.observe_response(&r.client, status, latency, r.ts);
+        }
+        scored.verdict
+    }
+}
+
+/// Reads a traffic file, calling `each` per record; returns skipped lines.
+fn replay_file(path: &Path, skip_bad: bool, phase: &str, mut each: impl FnMut(Record)) -> anyhow::Result<u64> {
+    let file = File::open(path).with_context(|| format!("cannot open {} file {}", phase, path.display()))?;
+    let mut records = read_records(BufReader::with_capacity(1 << 16, file), skip_bad);
+    let mut n = 0u64;
+    for rec in records.by_ref() {
+        let rec = rec.with_context(|| format!("{} file {}", phase, path.display()))?;
+        each(rec);
+        n += 1;
+        if n % PROGRESS_EVERY == 0 {
+            eprintln!("meshward eval: {phase}: {n} requests");
+        }
+    }
+    for e in records.skipped_errors() {
+        eprintln!("meshward eval: {phase}: skipped {e}");
+    }
+    Ok(records.skipped())
+}
+
+#[derive(Default)]
+struct ClientTally {
+    requests: u32,
+    attacks: u32,
+    flagged_early: bool,
+}
+
+/// Runs `meshward eval`.
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    let cfg = Config::try_from(RawConfig { fp_budget: Some(args.fp_budget), ..RawConfig::default() })?;
+    let (model, learner) = match &args.load_model {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+            let model = Model::from_snapshot(&bytes).with_context(|| format!("model {}", path.display()))?;
+            let learner = Learner::from_model(cfg.clone(), &model);
+            (model, learner)
+        }
+        None => (Model::empty(), Learner::new(cfg.clone())),
+    };
+    if args.train.is_none() && args.load_model.is_none() {
+        bail!("nothing to learn from: give --train or --load-model");
+    }
+    let mut replay = Replay { model, learner, clients: Clients::new(cfg.max_clients) };
+
+    let mut skipped = 0;
+    let mut train_requests = 0u64;
+    let train_start = Instant::now();
+    if let Some(train) = &args.train {
+        skipped += replay_file(train, args.skip_bad, "train", |r| {
+            replay.step(&r);
+            train_requests += 1;
+        })?;
+        replay.model = replay.learner.model();
+    }
+    let train_seconds = train_start.elapsed().as_secs_f64();
+    if let Some(path) = &args.save_model {
+        std::fs::write(path, replay.model.snapshot())
+            .with_context(|| format!("cannot write model {}", path.display()))?;
+    }
+    if !replay.model.ready {
+        eprintln!(
+            "meshward eval: warning: the model is still warming up after {} train requests (needs {}); early test requests get no verdict",
+            replay.learner.learned(),
+            cfg.warmup_samples
+        );
+    }
+
+    let mut scores = Vec::new();
+    let mut attack = Vec::new();
+    let mut flagged = Vec::new();
+    let mut scenario_of: Vec<Option<u32>> = Vec::new();
+    let mut scenario_names: Vec<String> = Vec::new();
+    let mut scenario_ids: HashMap<String, u32> = HashMap::new();
+    let mut tallies: HashMap<String, ClientTally> = HashMap::new();
+    let mut warming = 0u64;
+    let test_start = Instant::now();
+    skipped += replay_file(&args.test, args.skip_bad, "test", |r| {
+        let v = replay.step(&r);
+        let is_attack = r.label == Label::Attack;
+        warming += u64::from(v.band == meshward_detector::Band::WarmingUp);
+        scores.push(v.score);
+        attack.push(is_attack);
+        flagged.push(v.flagged());
+        scenario_of.push(if is_attack {
+            let name = r.scenario.clone().unwrap_or_else(|| "unnamed".into());
+            let next = scenario_ids.len() as u32;
+            let id = *scenario_ids.entry(name.clone()).or_insert_with(|| {
+                scenario_names.push(name);
+                next
+            });
+            Some(id)
+        } else {
+            None
+        });
+        let t = tallies.entry(r.client).or_default();
+        t.requests += 1;
+        t.attacks += u32::from(is_attack);
+        if t.requests <= FIRST_REQUESTS && v.flagged() {
+            t.flagged_early = true;
+        }
+    })?;
+    let test_seconds = test_start.elapsed().as_secs_f64();
+
+    let n = scores.len();
+    let attacks = attack.iter().filter(|a| **a).count();
+    let normal_scores: Vec<f64> = scores.iter().zip(&attack).filter(|(_, a)| !**a).map(|(s, _)| *s).collect();
+    let mut scenarios = serde_json::Map::new();
+    for (id, name) in scenario_names.iter().enumerate() {
+        let mine: Vec<usize> = (0..n).filter(|i| scenario_of[*i] == Some(id as u32)).collect();
+        let detected = mine.iter().filter(|i| flagged[**i]).count() as f64 / mine.len().max(1) as f64;
+        let mut s: Vec<f64> = normal_scores.clone();
+        let mut a = vec![false; s.len()];
+        s.extend(mine.iter().map(|i| scores[*i]));
+        a.resize(s.len(), true);
+        scenarios.insert(
+            name.clone(),
+            json!({"requests": mine.len(), "detected": detected, "auroc": metrics::auroc(&s, &a)}),
+        );
+    }
+    let attacking: Vec<&ClientTally> = tallies.values().filter(|t| t.attacks > 0).collect();
+    let caught = attacking.iter().filter(|t| t.flagged_early).count();
+    let op = metrics::operating_point(&flagged, &attack);
+    let out: Value = json!({
+        "requests": n,
+        "attacks": attacks,
+        "auroc": metrics::auroc(&scores, &attack),
+        "auprc": metrics::auprc(&scores, &attack),
+        "tpr_at_fpr": {
+            "0.001": metrics::tpr_at_fpr(&scores, &attack, 0.001),
+            "0.01": metrics::tpr_at_fpr(&scores, &attack, 0.01),
+        },
+        "operating_point": {"tpr": op.tpr, "fpr": op.fpr},
+        "scenarios": scenarios,
+        "clients": {
+            "attacking": attacking.len(),
+            "flagged_within_50": if attacking.is_empty() { Value::Null } else { json!(caught as f64 / attacking.len() as f64) },
+            "total": tallies.len(),
+        },
+        "requests_per_second": if test_seconds > 0.0 { n as f64 / test_seconds } else { 0.0 },
+        "skipped": skipped,
+        "train_requests": train_requests,
+        "train_seconds": train_seconds,
+        "warming_up": warming,
+        "model": {
+            "version": replay.model.version,
+            "learned": replay.learner.learned(),
+            "refused": replay.learner.refused(),
+            "fp_budget": cfg.fp_budget,
+            "thresholds": {"suspicious": replay.model.thresholds.suspicious, "anomalous": replay.model.thresholds.anomalous},
+        },
+    });
+    println!("{out}");
+    Ok(())
+}

@@ -84,6 +84,46 @@ pub struct JwtRule {
     pub claim_headers: Vec<(String, Vec<String>)>,
     /// Allowed clock difference for `exp`/`nbf`.
     pub clock_skew: Duration,
+    /// Tokens this rule verified recently.
+    pub cache: Arc<VerifiedCache>,
+}
+
+/// Tokens a rule verified recently, so that a client reusing its token (the
+/// common case) pays for the signature check once, as Envoy's `jwt_cache`
+/// does. An entry counts only while the key set it was verified with is
+/// still the current one (rotation or revocation invalidates it) and the
+/// token has not expired. Bounded: cleared when full. Each compiled rule has
+/// its own, so a policy reload starts empty.
+#[derive(Debug, Default)]
+pub struct VerifiedCache {
+    map: std::sync::Mutex<std::collections::HashMap<Box<str>, CacheEntry>>,
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    keys: Arc<KeySet>,
+    jwt: Arc<VerifiedJwt>,
+    exp: u64,
+}
+
+/// Entries per rule (a few KiB each at most).
+const CACHE_MAX: usize = 1024;
+
+impl VerifiedCache {
+    fn get(&self, token: &str, keys: &Arc<KeySet>, now: u64, skew: u64) -> Option<Arc<VerifiedJwt>> {
+        let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let e = map.get(token)?;
+        (Arc::ptr_eq(&e.keys, keys) && e.exp.saturating_add(skew) > now).then(|| Arc::clone(&e.jwt))
+    }
+
+    fn put(&self, token: &str, keys: &Arc<KeySet>, jwt: &Arc<VerifiedJwt>) {
+        let Some(exp) = jwt.claims.get("exp").and_then(serde_json::Value::as_f64) else { return };
+        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        map.insert(token.into(), CacheEntry { keys: Arc::clone(keys), jwt: Arc::clone(jwt), exp: exp as u64 });
+    }
 }
 
 impl JwtRule {
@@ -277,7 +317,7 @@ pub enum Outcome<'p> {
     /// A verified token.
     Verified {
         /// Claims and principal.
-        jwt: VerifiedJwt,
+        jwt: Arc<VerifiedJwt>,
         /// The policy and rule that verified it.
         policy: &'p RequestAuthentication,
         /// The rule.
@@ -349,8 +389,15 @@ pub fn authenticate<'p>(
             }
         },
     };
+    if let Some(jwt) = rule.cache.get(token, &set, now, rule.clock_skew.as_secs()) {
+        return Outcome::Verified { jwt, policy, rule, from: f.from.clone() };
+    }
     match verify(rule, &set, token, now) {
-        Ok(jwt) => Outcome::Verified { jwt, policy, rule, from: f.from.clone() },
+        Ok(jwt) => {
+            let jwt = Arc::new(jwt);
+            rule.cache.put(token, &set, &jwt);
+            Outcome::Verified { jwt, policy, rule, from: f.from.clone() }
+        }
         Err(error) => Outcome::Refused { policy, rule: Some(rule), error },
     }
 }
@@ -638,6 +685,7 @@ fn compile_rule(
         forward_original_token: r.forward_original_token,
         claim_headers,
         clock_skew,
+        cache: Arc::default(),
     })
 }
 

@@ -24,7 +24,7 @@ fn claims(extra: serde_json::Value) -> serde_json::Value {
     c
 }
 
-fn run(policies: &[RequestAuthentication], header: Option<&str>) -> Result<VerifiedJwt, AuthnError> {
+fn run(policies: &[RequestAuthentication], header: Option<&str>) -> Result<Arc<VerifiedJwt>, AuthnError> {
     let headers: Vec<(&str, &str)> = header.map(|h| vec![("authorization", h)]).unwrap_or_default();
     match authenticate(policies, &headers, None, &|_| Keys::Unavailable, NOW) {
         Outcome::Verified { jwt, .. } => Ok(jwt),
@@ -159,4 +159,33 @@ fn claims_become_header_text() {
     assert_eq!(claim_text(&c, &["groups".into()]).as_deref(), Some("a,b"));
     assert_eq!(claim_text(&c, &["n".into()]).as_deref(), Some("3"));
     assert_eq!(claim_text(&c, &["realm".into()]), None);
+}
+
+#[test]
+fn verified_tokens_are_cached_only_while_keys_and_expiry_allow() {
+    let (k1, k2) = (SigningKey::rsa("k1"), SigningKey::ec("k2"));
+    let yaml = policy_yaml("x", "").replace("jwks: 'x'", "jwksUri: https://idp/jwks");
+    let p = load(&yaml);
+    let token = k1.sign(&claims(serde_json::json!({})));
+    let headers = [("authorization", bearer(&token))];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let both = Arc::new(KeySet::parse(testkeys::jwks(&[&k1, &k2]).as_bytes()).expect("jwks"));
+    let at = |keys: &Arc<KeySet>, now: u64| match authenticate(
+        &p,
+        &headers,
+        None,
+        &|_| Keys::Ready(Arc::clone(keys)),
+        now,
+    ) {
+        Outcome::Verified { .. } => Ok(()),
+        Outcome::Refused { error, .. } => Err(error.code()),
+        Outcome::Anonymous => Err("anonymous"),
+    };
+    assert_eq!(at(&both, NOW), Ok(()));
+    assert_eq!(at(&both, NOW + 1), Ok(()), "cached");
+    // k1 revoked: the cached verification no longer counts.
+    let only_k2 = Arc::new(KeySet::parse(testkeys::jwks(&[&k2]).as_bytes()).expect("jwks"));
+    assert_eq!(at(&only_k2, NOW + 2), Err("jwt_unknown_kid"));
+    // Expiry is checked on every hit.
+    assert_eq!(at(&both, NOW + 600 + 61), Err("jwt_expired"));
 }

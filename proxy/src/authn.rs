@@ -5,6 +5,7 @@
 //! the decision and turns a refusal into 401 (or 503 while keys are
 //! unavailable: fail closed).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::HeaderValue;
@@ -24,7 +25,7 @@ pub async fn authenticate(
     set: &PolicySet,
     parts: &mut http::request::Parts,
     shared: &Shared,
-) -> Result<Option<VerifiedJwt>, ProxyError> {
+) -> Result<Option<Arc<VerifiedJwt>>, ProxyError> {
     let policies = &set.authentication;
     if policies.is_empty() {
         return Ok(None);

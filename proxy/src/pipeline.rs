@@ -94,7 +94,7 @@ pub async fn inbound(
     // 4. Authentication, authorization, rate limits, against the set current now.
     let set = shared.policies.current();
     let authz = match crate::authn::authenticate(&set, &mut parts, &shared).await {
-        Ok(jwt) => enforce_policies(&set, &method, &path, &parts.headers, jwt.as_ref(), &conn, &shared),
+        Ok(jwt) => enforce_policies(&set, &method, &path, &parts.headers, jwt.as_deref(), &conn, &shared),
         Err(refused) => Err(refused),
     };
     // 5. Detector verdicts arrive with issue #7.

@@ -15,7 +15,10 @@ fn shipped_examples_are_valid() {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/examples");
     let (code, out) = check(&[examples]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("5 policies (4 authorization, 1 rate-limit) in 1 files: ok"), "{out}");
+    assert!(
+        out.contains("6 policies (4 authorization, 1 request-authentication, 1 rate-limit) in 1 files: ok"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -65,7 +68,13 @@ fn policy_test_runs_the_shipped_cases_and_reports_failures() {
     let (code, out) = run(&format!("{root}/policies/cases/ml-platform.yaml"));
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("PASS  the gateway may run inference: allow by policy 'infer-from-gateway-only' rule 1"),
+        out.contains(
+            "PASS  the gateway may run inference for a user with a tier: allow by policy 'infer-from-gateway-only' rule 1"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("PASS  one user's burst beyond 100 is limited: rate_limited by policy 'infer-per-client' rule 1 (key \"user-17\": 30 of 130 limited, burst 100)"),
         "{out}"
     );
 
@@ -89,7 +98,7 @@ fn the_json_schema_accepts_the_examples_and_rejects_typos() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    for kind in ["AuthorizationPolicy", "RateLimitPolicy"] {
+    for kind in ["AuthorizationPolicy", "RateLimitPolicy", "RequestAuthentication"] {
         let out = Command::new(BIN).args(["policy", "schema", kind]).output().expect("run");
         assert!(out.status.success());
         std::fs::write(dir.path().join(format!("{kind}.json")), &out.stdout).expect("write");
@@ -112,5 +121,5 @@ print("ok", len(good))
     let out =
         Command::new("python3").args(["-c", script]).arg(dir.path()).arg(examples).arg(&bad).output().expect("python");
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 5");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 6");
 }

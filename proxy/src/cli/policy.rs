@@ -57,8 +57,12 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PolicyCommand::Check { paths } => match load(&paths)? {
             (files, Ok(policies)) => {
-                let (a, r) = (policies.authorization.len(), policies.rate_limits.len());
-                println!("{} policies ({a} authorization, {r} rate-limit) in {files} files: ok", a + r);
+                let (a, r, j) =
+                    (policies.authorization.len(), policies.rate_limits.len(), policies.authentication.len());
+                println!(
+                    "{} policies ({a} authorization, {j} request-authentication, {r} rate-limit) in {files} files: ok",
+                    a + r + j
+                );
                 Ok(ExitCode::SUCCESS)
             }
             (files, Err(diags)) => Ok(report_invalid(&diags, files)),
@@ -68,11 +72,13 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&schema)?);
                 Ok(ExitCode::SUCCESS)
             }
-            None => anyhow::bail!("unknown kind \"{kind}\" (supported: AuthorizationPolicy, RateLimitPolicy)"),
+            None => anyhow::bail!(
+                "unknown kind \"{kind}\" (supported: AuthorizationPolicy, RequestAuthentication, RateLimitPolicy)"
+            ),
         },
         PolicyCommand::Test { paths, cases } => {
             let policies = match load(&paths)? {
-                (_, Ok(p)) => p.authorization,
+                (_, Ok(p)) => p,
                 (files, Err(diags)) => return Ok(report_invalid(&diags, files)),
             };
             let text = std::fs::read_to_string(&cases).with_context(|| format!("{}", cases.display()))?;

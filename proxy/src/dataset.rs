@@ -187,30 +187,76 @@ impl TryFrom<RawRecord> for Record {
     }
 }
 
-/// The serde shape written by [`Record::write_json_line`].
-#[derive(Serialize)]
-struct OutRecord<'a> {
-    ts: f64,
-    client: &'a str,
-    method: &'a str,
-    uri: &'a str,
-    headers: &'a [(String, String)],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body_base64: Option<String>,
-    label: Label,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scenario: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    latency_ms: Option<f64>,
+/// Appends `s` as a JSON string. Eight bytes at a time are tested for
+/// anything that needs escaping (`"`, `\\`, control characters), so long
+/// runs of ordinary text are copied in one piece.
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Exact "some byte is zero" / "some byte is below n" tests (n <= 0x80).
+    let has_zero = |x: u64| (x.wrapping_sub(ONES) & !x & HIGHS) != 0;
+    let has_below = |x: u64, n: u64| (x.wrapping_sub(ONES * n) & !x & HIGHS) != 0;
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let w = u64::from_le_bytes(word);
+            if !(has_zero(w ^ (ONES * u64::from(b'"')))
+                || has_zero(w ^ (ONES * u64::from(b'\\')))
+                || has_below(w, 0x20))
+            {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends a JSON number (serde_json's shortest form; `null` if not finite).
+fn push_json_number<T: Serialize>(out: &mut Vec<u8>, n: T) {
+    // Writing a number into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &n);
 }
 
 /// The body as text when it is UTF-8 without control characters other than
 /// tab, CR and LF; `None` means it must be written as base64.
 fn body_as_text(body: &[u8]) -> Option<&str> {
+    // Fast path: printable ASCII (most JSON bodies), checked in blocks
+    // without early exit so that the check vectorises.
+    let printable = |b: &u8| (0x20..0x7f).contains(b) | (*b == b'\t') | (*b == b'\r') | (*b == b'\n');
+    if body.chunks(64).all(|c| c.iter().fold(true, |ok, b| ok & printable(b))) {
+        return std::str::from_utf8(body).ok();
+    }
     let text = std::str::from_utf8(body).ok()?;
     text.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\r' | '\n')).then_some(text)
 }
@@ -222,46 +268,78 @@ impl Record {
         Record::try_from(raw)
     }
 
-    /// Writes the record as one JSON line, newline included. The body is
+    /// Appends the record as one JSON line, newline included. The body is
     /// written as `body` when it is text (UTF-8 without control characters
     /// other than tab, CR and LF), else as `body_base64`; an empty body is
-    /// omitted.
-    pub fn write_json_line(&self, mut w: impl Write) -> io::Result<()> {
-        let (body, body_base64) = if self.body.is_empty() {
-            (None, None)
-        } else {
+    /// omitted. Keys are written in the documented order.
+    pub fn append_json_line(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"ts\":");
+        push_json_number(out, self.ts);
+        out.extend_from_slice(b",\"client\":");
+        push_json_string(out, &self.client);
+        out.extend_from_slice(b",\"method\":");
+        push_json_string(out, &self.method);
+        out.extend_from_slice(b",\"uri\":");
+        push_json_string(out, &self.uri);
+        out.extend_from_slice(b",\"headers\":[");
+        for (i, (name, value)) in self.headers.iter().enumerate() {
+            out.extend_from_slice(if i == 0 { b"[" } else { b",[" });
+            push_json_string(out, name);
+            out.push(b',');
+            push_json_string(out, value);
+            out.push(b']');
+        }
+        out.push(b']');
+        if !self.body.is_empty() {
             match body_as_text(&self.body) {
-                Some(text) => (Some(text), None),
-                None => (None, Some(base64::engine::general_purpose::STANDARD.encode(&self.body))),
+                Some(text) => {
+                    out.extend_from_slice(b",\"body\":");
+                    push_json_string(out, text);
+                }
+                None => {
+                    out.extend_from_slice(b",\"body_base64\":\"");
+                    let engine = &base64::engine::general_purpose::STANDARD;
+                    let at = out.len();
+                    // The encoded length of a slice in memory always fits in usize.
+                    out.resize(at + base64::encoded_len(self.body.len(), true).unwrap_or(0), 0);
+                    let written = engine.encode_slice(&self.body, &mut out[at..]).unwrap_or(0);
+                    out.truncate(at + written);
+                    out.push(b'"');
+                }
             }
-        };
-        let out = OutRecord {
-            ts: self.ts,
-            client: &self.client,
-            method: &self.method,
-            uri: &self.uri,
-            headers: &self.headers,
-            body,
-            body_base64,
-            label: self.label,
-            scenario: self.scenario.as_deref(),
-            status: self.status,
-            latency_ms: self.latency_ms,
-        };
-        serde_json::to_writer(&mut w, &out)?;
-        w.write_all(b"\n")
+        }
+        out.extend_from_slice(b",\"label\":\"");
+        out.extend_from_slice(self.label.as_str().as_bytes());
+        out.push(b'"');
+        if let Some(s) = &self.scenario {
+            out.extend_from_slice(b",\"scenario\":");
+            push_json_string(out, s);
+        }
+        if let Some(s) = self.status {
+            out.extend_from_slice(b",\"status\":");
+            push_json_number(out, s);
+        }
+        if let Some(l) = self.latency_ms {
+            out.extend_from_slice(b",\"latency_ms\":");
+            push_json_number(out, l);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+
+    /// Writes the record as one JSON line, newline included (see
+    /// [`Record::append_json_line`]).
+    pub fn write_json_line(&self, mut w: impl Write) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(256 + self.body.len() * 4 / 3);
+        self.append_json_line(&mut buf);
+        w.write_all(&buf)
     }
 
     /// The record as one JSON line, without the newline.
     pub fn to_json_line(&self) -> String {
         let mut buf = Vec::with_capacity(256 + self.body.len() * 4 / 3);
-        // Writing into a Vec cannot fail, and serde_json only fails on
-        // non-string map keys, which this shape has none of.
-        if self.write_json_line(&mut buf).is_err() {
-            return String::new();
-        }
+        self.append_json_line(&mut buf);
         buf.pop();
-        // serde_json writes UTF-8 only.
+        // Only UTF-8 was written: JSON punctuation, escaped UTF-8 strings, base64.
         String::from_utf8(buf).unwrap_or_default()
     }
 }
@@ -422,6 +500,19 @@ mod tests {
     }
 
     #[test]
+    fn strings_are_escaped_exactly_as_json_requires() {
+        let mut all_ascii: String = (0u8..0x80).map(char::from).collect();
+        all_ascii.push_str("\u{e9}\u{2019}\u{1f44d}\u{85} \"quoted\" \\ back");
+        for s in [all_ascii.as_str(), "", "plain text of some length", "1234567\"", "\"", "abcdefgh\u{1}"] {
+            let mut out = Vec::new();
+            push_json_string(&mut out, s);
+            let back: String = serde_json::from_slice(&out).expect("valid JSON string");
+            assert_eq!(back, s);
+            assert!(!out.contains(&b'\n'));
+        }
+    }
+
+    #[test]
     fn minimal_line_defaults_and_unknown_keys_are_ignored() {
         let r = Record::from_json_line(r#"{"ts":1,"client":"10.0.0.1","method":"GET","uri":"*","extra":{"a":[1]}}"#)
             .expect("minimal");
@@ -472,6 +563,25 @@ mod tests {
         assert_eq!(records.skipped(), 2);
         assert_eq!(records.skipped_errors()[1].line, 6);
         assert_eq!(records.line(), 7);
+    }
+
+    #[test]
+    fn the_examples_in_the_format_doc_are_valid() {
+        let doc = include_str!("../../docs/eval-format.md");
+        let examples: Vec<&str> = doc.lines().filter(|l| l.starts_with("{\"ts\"")).collect();
+        assert_eq!(examples.len(), 4);
+        for line in examples {
+            let r = Record::from_json_line(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            let declared = r.headers.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.as_str());
+            if let Some(n) = declared {
+                assert_eq!(n.parse::<usize>().ok(), Some(r.body.len()), "{line}");
+            }
+            if let Some((_, n)) = r.headers.iter().find(|(k, _)| k == "inference-header-content-length") {
+                let n: usize = n.parse().expect("a length");
+                serde_json::from_slice::<serde_json::Value>(&r.body[..n]).expect("the JSON part");
+                assert_eq!(r.body.len() - n, 16);
+            }
+        }
     }
 
     #[test]

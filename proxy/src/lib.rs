@@ -25,3 +25,4 @@ pub mod pipeline;
 pub mod policy_store;
 pub mod ratelimit;
 pub mod tls;
+pub mod traffic;

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         },
         Command::Certs(cmd) => cli::certs::run(cmd),
         Command::Eval(args) => cli::eval::run(&args),
+        Command::Traffic(args) => cli::traffic::run(args),
         Command::Policy(cmd) => match cli::policy::run(cmd) {
             Ok(code) => return code,
             Err(e) => Err(e),

@@ -14,4 +14,5 @@ mod mesh;
 mod policy;
 mod policy_cli;
 mod refusals;
+mod traffic_cli;
 mod transparent;

@@ -4,6 +4,7 @@ pub mod certs;
 pub mod eval;
 pub mod policy;
 pub mod run;
+pub mod traffic;
 
 use std::path::PathBuf;
 
@@ -35,4 +36,6 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Run a complete local mesh with an embedded model server and traffic.
     Demo(crate::demo::DemoArgs),
+    /// Generate labelled Open Inference Protocol v2 traffic (train and test JSONL files) for `meshward eval`.
+    Traffic(traffic::TrafficArgs),
 }

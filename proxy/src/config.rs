@@ -804,6 +804,26 @@ mod tests {
 
     const BASE: &str = "identity: {cert: c.pem, key: k.pem, trust_bundle: ca.pem}\ninbound: {listen: 127.0.0.1:15006, app: 127.0.0.1:8080}\n";
 
+    #[test]
+    fn workload_labels_come_from_the_config_or_a_downward_api_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("labels");
+        std::fs::write(&file, "app=\"fraud-model\"\npod-template-hash=\"7d9f\"\n").expect("write");
+        let yaml =
+            format!("{BASE}workload: {{namespace: ml, labels: {{tier: gold}}, labels_file: '{}'}}\n", file.display());
+        let w = Config::from_yaml(&yaml).expect("valid").workload.expect("workload");
+        assert_eq!(w.namespace.as_deref(), Some("ml"));
+        assert_eq!(w.labels.get("app").map(String::as_str), Some("fraud-model"));
+        assert_eq!(w.labels.get("tier").map(String::as_str), Some("gold"));
+        assert!(Config::from_yaml(BASE).expect("valid").workload.is_none(), "no section: every policy applies");
+        std::fs::write(&file, "garbage line\n").expect("write");
+        let e = err(&yaml);
+        assert!(
+            e.starts_with("workload.labels_file: ") && e.contains(":1: \"garbage line\" is not key=\"value\""),
+            "{e}"
+        );
+    }
+
     fn err(yaml: &str) -> String {
         match Config::from_yaml(yaml) {
             Ok(_) => panic!("config was accepted: {yaml}"),

@@ -93,16 +93,24 @@ pub async fn inbound(
 
     // 4. Authentication, authorization, rate limits, against the set current now.
     let set = shared.policies.current();
+    let mut decided = Decided::default();
     let authz = match crate::authn::authenticate(&set, &mut parts, &shared).await {
-        Ok(jwt) => enforce_policies(&set, &method, &path, &parts.headers, jwt.as_deref(), &conn, &shared),
+        Ok(jwt) => {
+            decided.principal = jwt.as_ref().map(|j| j.principal.clone()).unwrap_or_default();
+            enforce_policies(&set, &method, &path, &parts.headers, jwt.as_deref(), &conn, &shared)
+        }
         Err(refused) => Err(refused),
     };
+    match &authz {
+        Ok(which) => (decided.decision, decided.policy) = ("allow", which.clone()),
+        Err(e) => (decided.decision, decided.policy) = (e.reason(), e.which().unwrap_or_default().to_owned()),
+    }
     // 5. Detector verdicts arrive with issue #7.
 
     // 6. Forward.
     let result = match authz {
         Err(denied) => Err(denied),
-        Ok(()) => match upstream_request(parts, incoming, conn.app, &shared.limits) {
+        Ok(_) => match upstream_request(parts, incoming, conn.app, &shared.limits) {
             Ok(req) => within(shared.limits.request_timeout, shared.apps.send(conn.app, app_proto, req)).await,
             Err(e) => Err(e),
         },
@@ -121,6 +129,7 @@ pub async fn inbound(
         &conn.client_addr,
         &conn.app,
         &trace.trace_id,
+        &decided,
     );
     Ok(resp)
 }
@@ -160,6 +169,7 @@ pub async fn outbound(
         &client_addr,
         &dest,
         &trace.trace_id,
+        &Decided::default(),
     );
     Ok(resp)
 }
@@ -182,9 +192,9 @@ fn enforce_policies(
     jwt: Option<&VerifiedJwt>,
     conn: &InboundConn,
     shared: &Shared,
-) -> Result<(), ProxyError> {
+) -> Result<String, ProxyError> {
     if set.policies.is_empty() && set.rate_limits.is_empty() {
-        return Ok(());
+        return Ok(String::new());
     }
     let headers = HeaderMapLookup(headers);
     let req = RequestAttrs {
@@ -196,8 +206,9 @@ fn enforce_policies(
         headers: &headers,
         jwt,
     };
-    authorize(set, &req, &shared.metrics)?;
-    rate_limit(set, &req, shared)
+    let which = authorize(set, &req, &shared.metrics)?;
+    rate_limit(set, &req, shared)?;
+    Ok(which)
 }
 
 /// Takes a token from every bucket that applies; the first empty bucket of an
@@ -235,9 +246,10 @@ fn rate_limit(set: &PolicySet, req: &RequestAttrs<'_>, shared: &Shared) -> Resul
 
 /// Evaluates the authorization policies; counts and logs the decision, what
 /// dry-run policies would have done, and AUDIT matches.
-fn authorize(set: &PolicySet, req: &RequestAttrs<'_>, m: &Metrics) -> Result<(), ProxyError> {
+/// `Ok` names what allowed the request (empty without authorization policies).
+fn authorize(set: &PolicySet, req: &RequestAttrs<'_>, m: &Metrics) -> Result<String, ProxyError> {
     if set.policies.is_empty() {
-        return Ok(());
+        return Ok(String::new());
     }
     let path = req.path;
     let d = evaluate(&set.policies, req);
@@ -267,7 +279,7 @@ fn authorize(set: &PolicySet, req: &RequestAttrs<'_>, m: &Metrics) -> Result<(),
         tracing::info!(target: "meshward::policy", path, peer = ?req.peer, policy = %a.policy, rule = a.rule, "audit policy matched");
     }
     match d.verdict {
-        Verdict::Allow => Ok(()),
+        Verdict::Allow => Ok(describe(&d.reason)),
         Verdict::Deny => Err(ProxyError::PolicyDenied(describe(&d.reason))),
     }
 }
@@ -397,6 +409,17 @@ fn status_class(code: u16) -> &'static str {
     }
 }
 
+/// The policy outcome of an inbound request, for its access-log line.
+#[derive(Debug, Default)]
+struct Decided {
+    /// `allow`, or the refusal reason (e.g. `jwt_expired`, `denied by policy`).
+    decision: &'static str,
+    /// Which policy and rule decided (`policy 'NAME' rule N`), if any.
+    policy: String,
+    /// The verified JWT principal `iss/sub`, if any.
+    principal: String,
+}
+
 #[allow(clippy::too_many_arguments)] // one access-log line, every field named
 fn access_log(
     m: &Metrics,
@@ -409,6 +432,7 @@ fn access_log(
     client: &SocketAddr,
     upstream: &SocketAddr,
     trace_id: &str,
+    decided: &Decided,
 ) {
     let elapsed = start.elapsed();
     m.request_duration.get_or_create(&DirectionLabel { direction }).observe(elapsed.as_secs_f64());
@@ -423,6 +447,9 @@ fn access_log(
         client = %client,
         upstream = %upstream,
         trace_id,
+        decision = decided.decision,
+        policy = %decided.policy,
+        request_principal = %decided.principal,
     );
 }
 

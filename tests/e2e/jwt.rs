@@ -169,7 +169,22 @@ async fn jwt_tokens_are_verified_rotated_and_drive_authorization() {
     );
     assert_eq!(metric_sum(&m, "meshward_policy_decisions_total", &["jwt_expired", "gateway-jwt"]), 1.0, "{m}");
     assert_eq!(metric_sum(&m, "meshward_jwks_fetches_total", &["result=\"ok\"", "unknown_kid"]), 1.0, "{m}");
-    assert!(!server.logs().contains(&good[7..]), "tokens never appear in logs");
+    let logs = server.logs();
+    assert!(!logs.contains(&good[7..]), "tokens never appear in logs");
+    // The access log carries the decision, the deciding policy and the JWT principal.
+    assert!(
+        logs.lines().any(|l| l.contains("meshward::access")
+            && l.contains("\"decision\":\"allow\"")
+            && l.contains("\"policy\":\"policy 'infer-needs-gold' rule 1\"")
+            && l.contains(&format!("\"request_principal\":\"{ISS}/alice\""))),
+        "{logs}"
+    );
+    assert!(
+        logs.lines().any(|l| l.contains("meshward::access")
+            && l.contains("\"decision\":\"jwt_expired\"")
+            && l.contains("\"status\":401")),
+        "{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

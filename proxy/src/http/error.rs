@@ -120,6 +120,17 @@ impl ProxyError {
         }
     }
 
+    /// The policy and rule behind a refusal (`policy 'NAME' rule N`), if any.
+    pub fn which(&self) -> Option<&str> {
+        match self {
+            Self::PolicyDenied(w)
+            | Self::RateLimited { which: w, .. }
+            | Self::Unauthenticated { which: w, .. }
+            | Self::AuthKeysUnavailable(w) => Some(w),
+            _ => None,
+        }
+    }
+
     /// Who caused it, for logs: client, upstream or proxy.
     pub fn origin(&self) -> &'static str {
         match self {

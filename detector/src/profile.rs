@@ -455,8 +455,45 @@ pub struct Profiles {
     pub endpoints_once: u64,
     /// Service-level fields: headers, inputs, client signals.
     pub service: EndpointProfile,
-    /// Per input (`model/input`): statistics of each leading element position.
-    pub positions: HashMap<String, Vec<Stat>>,
+    /// Per numeric input (`model/input`).
+    pub inputs: HashMap<String, InputProfile>,
+}
+
+/// What was learned about one numeric input.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InputProfile {
+    /// Requests learned.
+    pub n: u64,
+    /// Smallest element seen.
+    pub lo: f64,
+    /// Largest element seen.
+    pub hi: f64,
+    /// Statistics of each leading element position.
+    pub positions: Vec<Stat>,
+}
+
+impl InputProfile {
+    /// The learned element range, once there is enough data.
+    pub fn range(&self) -> Option<(f64, f64)> {
+        (self.n >= MIN_OBS).then_some((self.lo, self.hi))
+    }
+
+    fn learn(&mut self, t: &crate::features::oip::TensorObs) {
+        if self.n == 0 {
+            self.lo = t.min;
+            self.hi = t.max;
+        } else {
+            self.lo = self.lo.min(t.min);
+            self.hi = self.hi.max(t.max);
+        }
+        self.n += 1;
+        if self.positions.len() < t.lead.len() {
+            self.positions.resize(t.lead.len(), Stat::default());
+        }
+        for (s, v) in self.positions.iter_mut().zip(&t.lead) {
+            s.push(f64::from(*v));
+        }
+    }
 }
 
 impl Profiles {
@@ -482,18 +519,12 @@ impl Profiles {
         if let Some(e) = ep.as_deref_mut() {
             e.learn_method(&sample.method);
         }
-        for (input, values) in &sample.tensors {
-            let full = self.positions.len() >= MAX_ENDPOINTS;
-            let stats = match self.positions.get_mut(input) {
-                Some(s) => s,
-                None if !full => self.positions.entry(input.clone()).or_default(),
-                None => continue,
-            };
-            if stats.len() < values.len() {
-                stats.resize(values.len(), Stat::default());
-            }
-            for (s, v) in stats.iter_mut().zip(values) {
-                s.push(f64::from(*v));
+        for t in &sample.tensors {
+            let full = self.inputs.len() >= MAX_ENDPOINTS;
+            match self.inputs.get_mut(&t.input) {
+                Some(p) => p.learn(t),
+                None if !full => self.inputs.entry(t.input.clone()).or_default().learn(t),
+                None => {}
             }
         }
         for o in &sample.fields {
@@ -517,15 +548,8 @@ impl Profiles {
 }
 
 impl crate::features::oip::InputRanges for Profiles {
-    fn range(&self, input: &str) -> Option<(f64, f64)> {
-        let map = self.service.fields.get(FieldKind::Tensor.index())?;
-        let lo = map.get(&format!("{input}.min"))?;
-        let hi = map.get(&format!("{input}.max"))?;
-        (lo.num.n >= MIN_OBS && hi.num.n >= MIN_OBS).then_some((lo.num.min, hi.num.max))
-    }
-
-    fn positions(&self, input: &str) -> Option<&[Stat]> {
-        self.positions.get(input).map(Vec::as_slice)
+    fn input(&self, input: &str) -> Option<&InputProfile> {
+        self.inputs.get(input)
     }
 }
 

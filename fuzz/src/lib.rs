@@ -22,7 +22,94 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("spiffe_id", check_spiffe_id),
     ("http1_request_head", check_http1_request_head),
     ("policy_file", check_policy_file),
+    ("oip_v2", check_oip_v2),
 ];
+
+// ----------------------------------------------------------------- oip_v2
+
+/// Configuration bytes before an `oip_v2` input's body.
+pub const OIP_HEADER: usize = 3;
+
+/// An OIP v2 inference body. Byte 0: bit 0 set means the binary tensor
+/// extension, with bytes 1-2 (little-endian) as `Inference-Header-Content-Length`;
+/// the rest is the body. Extraction never panics and is deterministic, every
+/// field name lies inside the sample's name arena, numbers are finite; a
+/// model trained on a few requests scores the body with a finite raw score
+/// and a score in [0, 1].
+pub fn check_oip_v2(data: &[u8]) {
+    use meshward_detector::features::oip::{extract, NoRanges};
+    use meshward_detector::features::request::ValueStats;
+    use meshward_detector::{score, Clients, Request};
+    let Some(body) = data.get(OIP_HEADER..) else { return };
+    let header_len = (data[0] & 1 == 1).then(|| usize::from(u16::from_le_bytes([data[1], data[2]])));
+    let run = || {
+        let mut s = meshward_detector::score::empty_sample();
+        let summary = extract(body, header_len, "m", &NoRanges, &mut s, &mut ValueStats::default());
+        (summary.map(|x| (x.inputs, x.elements)), s)
+    };
+    let (a, sa) = run();
+    let (b, sb) = run();
+    assert_eq!(a, b, "same body, different summaries");
+    // Debug text, not ==: NaN elements are kept as sent and NaN != NaN.
+    assert_eq!(format!("{sa:?}"), format!("{sb:?}"), "same body, different samples");
+    for f in &sa.fields {
+        assert!(f.name.0 <= f.name.1 && f.name.1 as usize <= sa.names.len(), "name range outside the arena");
+        assert!(sa.names.is_char_boundary(f.name.0 as usize) && sa.names.is_char_boundary(f.name.1 as usize));
+        if let Some(v) = f.num {
+            assert!(v.is_finite(), "non-finite number in field {}", sa.name(f));
+        }
+    }
+    let model = oip_model();
+    let len = header_len.map(|n| n.to_string()).unwrap_or_default();
+    let headers: Vec<(&str, &str)> = if header_len.is_some() {
+        vec![("content-type", "application/octet-stream"), ("inference-header-content-length", &len)]
+    } else {
+        vec![("content-type", "application/json")]
+    };
+    let mut clients = Clients::new(4);
+    let req = Request { method: "POST", uri: "/v2/models/m/infer", headers: &headers, body, client: "fuzz", ts: 1e6 };
+    let v = score(model, &mut clients, &req).verdict;
+    assert!(v.raw.is_finite() && v.raw >= 0.0, "raw score {}", v.raw);
+    assert!((0.0..=1.0).contains(&v.score), "score {}", v.score);
+    for r in &v.reasons {
+        assert!(!r.message().is_empty());
+    }
+}
+
+/// A model trained on a few hundred ordinary OIP v2 requests (built once).
+fn oip_model() -> &'static meshward_detector::Model {
+    use meshward_detector::{score, Clients, Config, Learner, Request};
+    static MODEL: std::sync::OnceLock<meshward_detector::Model> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        let mut learner = Learner::new(Config::default());
+        let mut model = meshward_detector::Model::empty();
+        let mut clients = Clients::new(16);
+        for i in 0..1200u32 {
+            let body = format!(
+                r#"{{"inputs":[{{"name":"x","shape":[1,3],"datatype":"FP32","data":[{}.5,{},{}]}},{{"name":"t","shape":[1],"datatype":"BYTES","data":["hello {}"]}}]}}"#,
+                i % 7,
+                i % 3,
+                i % 11,
+                i % 13
+            );
+            let client = format!("c{}", i % 5);
+            let req = Request {
+                method: "POST",
+                uri: "/v2/models/m/infer",
+                headers: &[("content-type", "application/json")],
+                body: body.as_bytes(),
+                client: &client,
+                ts: f64::from(i),
+            };
+            let s = score(&model, &mut clients, &req);
+            learner.learn(&s.sample);
+            if let Some(m) = learner.maybe_publish() {
+                model = m;
+            }
+        }
+        learner.model()
+    })
+}
 
 // ------------------------------------------------------------ policy_file
 

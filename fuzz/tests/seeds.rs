@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use meshward_fuzz::{check_config, check_http1_request_head, check_policy_file, check_spiffe_id, HTTP1_HEADER};
+use meshward_fuzz::{
+    check_config, check_http1_request_head, check_oip_v2, check_policy_file, check_spiffe_id, HTTP1_HEADER,
+};
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -46,6 +48,11 @@ fn spiffe_id_seeds() {
 #[test]
 fn policy_file_seeds() {
     assert!(replay("policy_file", check_policy_file) >= 5, "seeds/policy_file is missing");
+}
+
+#[test]
+fn oip_v2_seeds() {
+    assert!(replay("oip_v2", check_oip_v2) >= 5, "seeds/oip_v2 is missing");
 }
 
 #[test]

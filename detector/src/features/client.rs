@@ -43,6 +43,7 @@ pub struct ClientState {
     md_n: u8,
     md_pos: u8,
     chain: u16,
+    prada: f32,
     endpoints: [u32; RECENT],
     fingerprints: [u64; RECENT],
     model: u64,
@@ -68,6 +69,7 @@ impl ClientState {
             md_n: 0,
             md_pos: 0,
             chain: 0,
+            prada: f32::NAN,
             endpoints: [0; RECENT],
             fingerprints: [0; RECENT],
             model: 0,
@@ -288,6 +290,7 @@ impl Clients {
                 st.model = model;
                 st.sk_n = 0;
                 st.sk_pos = 0;
+                st.prada = f32::NAN;
                 st.md_n = 0;
                 st.md_pos = 0;
                 st.chain = 0;
@@ -314,13 +317,17 @@ impl Clients {
             st.sketches[st.sk_pos as usize] = sk;
             st.sk_pos = ((st.sk_pos as usize + 1) % SKETCHES) as u8;
             st.sk_n = (st.sk_n + 1).min(SKETCHES as u8);
-            if st.md_n as usize >= PRADA_MIN {
+            // W is recomputed every fourth distance (a sort and a dot product).
+            if st.md_n as usize >= PRADA_MIN && (st.md_pos % 4 == 0 || st.prada.is_nan()) {
                 let mut d = [0f64; DISTANCES];
                 let m = st.md_n as usize;
                 for (o, v) in d.iter_mut().zip(&st.distances[..m]) {
                     *o = f64::from(*v);
                 }
-                prada = shapiro::w(&mut d[..m]);
+                st.prada = shapiro::w(&mut d[..m]).map_or(f32::NAN, |w| w as f32);
+            }
+            if st.md_n as usize >= PRADA_MIN && !st.prada.is_nan() {
+                prada = Some(f64::from(st.prada));
             }
         }
         let mut spread = None;

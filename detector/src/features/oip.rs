@@ -33,10 +33,8 @@ pub const POSITIONS: usize = 32;
 
 /// What the model learned about inputs, by `model/input` (the model provides it).
 pub trait InputRanges {
-    /// The learned `(lowest, highest)` element value of an input, if known.
-    fn range(&self, input: &str) -> Option<(f64, f64)>;
-    /// Learned mean and standard deviation of each leading element position.
-    fn positions(&self, input: &str) -> Option<&[crate::profile::Stat]>;
+    /// The learned profile of an input, if any.
+    fn input(&self, input: &str) -> Option<&crate::profile::InputProfile>;
 }
 
 /// No learned ranges (tests, warm-up).
@@ -44,12 +42,22 @@ pub trait InputRanges {
 pub struct NoRanges;
 
 impl InputRanges for NoRanges {
-    fn range(&self, _: &str) -> Option<(f64, f64)> {
+    fn input(&self, _: &str) -> Option<&crate::profile::InputProfile> {
         None
     }
-    fn positions(&self, _: &str) -> Option<&[crate::profile::Stat]> {
-        None
-    }
+}
+
+/// The leading elements and range of one numeric input, for learning.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TensorObs {
+    /// `model/input`.
+    pub input: String,
+    /// The first [`POSITIONS`] elements.
+    pub lead: Vec<f32>,
+    /// Smallest finite element.
+    pub min: f64,
+    /// Largest finite element.
+    pub max: f64,
 }
 
 /// Root mean square of the per-position z-scores of the leading elements
@@ -314,7 +322,7 @@ pub fn extract(
     let mut summary = Summary { inputs: req.inputs.len(), ..Summary::default() };
     let mut nums = Vec::new();
     let mut strs = Vec::new();
-    for input in req.inputs.iter().take(32) {
+    for input in req.inputs.into_iter().take(32) {
         if sample.fields.len() >= MAX_FIELDS {
             break;
         }
@@ -337,10 +345,10 @@ pub fn extract(
         let bin_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64);
         let mut count = 0usize;
         let mut mismatch = bad_shape;
-        match (&input.data, bin_size) {
+        match (input.data, bin_size) {
             (Some(f), _) => {
-                nums.extend_from_slice(&f.nums);
-                strs.extend(f.strs.iter().cloned());
+                nums = f.nums;
+                strs = f.strs;
                 count = f.count;
                 mismatch |= f.other > 0;
             }
@@ -388,8 +396,8 @@ pub fn extract(
         }
         if !nums.is_empty() {
             name.truncate(base);
-            let range = ranges.range(&name);
-            let st = tensor_stats(&nums, range);
+            let learned = ranges.input(&name);
+            let st = tensor_stats(&nums, learned.and_then(|p| p.range()));
             put(sample, &mut name, ".min", st.min);
             put(sample, &mut name, ".max", st.max);
             put(sample, &mut name, ".mean", st.mean);
@@ -398,14 +406,14 @@ pub fn extract(
             put(sample, &mut name, ".nonfinite", st.nonfinite as f64);
             put(sample, &mut name, ".outside", st.outside);
             name.truncate(base);
-            let dev = ranges.positions(&name).and_then(|p| deviation(&nums, p));
+            let dev = learned.and_then(|p| deviation(&nums, &p.positions));
             if let Some(d) = dev {
                 put(sample, &mut name, ".deviation", d);
             }
             name.truncate(base);
             if sample.tensors.len() < 8 {
                 let lead = nums.iter().take(POSITIONS).map(|v| *v as f32).collect();
-                sample.tensors.push((name.clone(), lead));
+                sample.tensors.push(TensorObs { input: name.clone(), lead, min: st.min, max: st.max });
             }
             if summary.sketch.is_none() {
                 summary.deviation = dev;

@@ -105,13 +105,11 @@ pub fn byte_stats(bytes: &[u8]) -> (f64, f64) {
         return (0.0, 0.0);
     }
     let mut hist = [0u32; 256];
-    let mut nonprint = 0u32;
     for &b in bytes {
         hist[b as usize] += 1;
-        if !(b.is_ascii_graphic() || b == b' ' || b == b'\n' || b == b'\r' || b == b'\t') {
-            nonprint += 1;
-        }
     }
+    let printable = |b: u8| b.is_ascii_graphic() || b == b' ' || b == b'\n' || b == b'\r' || b == b'\t';
+    let nonprint: u32 = (0..=255u8).filter(|b| !printable(*b)).map(|b| hist[b as usize]).sum();
     let n = bytes.len() as f64;
     let mut h = 0.0;
     for &c in hist.iter().filter(|c| **c > 0) {
@@ -263,9 +261,9 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     v[15] = stats.share(stats.non_ascii);
     sample.vector = v;
 
-    let mut fp = super::fnv1a(req.method.as_bytes());
-    fp ^= super::fnv1a(req.uri.as_bytes()).rotate_left(17);
-    fp ^= super::fnv1a(body).rotate_left(31);
+    let mut fp = super::fingerprint(req.method.as_bytes());
+    fp ^= super::fingerprint(req.uri.as_bytes()).rotate_left(17);
+    fp ^= super::fingerprint(body).rotate_left(31);
     Extra { sketch, deviation, fingerprint: fp }
 }
 

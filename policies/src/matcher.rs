@@ -87,8 +87,15 @@ impl Pattern {
     pub fn matches(&self, v: &str) -> bool {
         match self {
             Self::Any => true,
-            Self::Exact(e) => v == e,
-            Self::Prefix(p) => v.starts_with(p.as_str()),
+            // SPIFFE IDs and paths share long prefixes ("spiffe://cluster.local/ns/")
+            // and differ near the end: compare the last byte first, then the
+            // rest (measured in benches/eval.rs: authz_100_rules_*).
+            Self::Exact(e) => v.len() == e.len() && v.as_bytes().last() == e.as_bytes().last() && v == e,
+            Self::Prefix(p) => {
+                v.len() >= p.len()
+                    && v.as_bytes().get(p.len().wrapping_sub(1)) == p.as_bytes().last()
+                    && v.starts_with(p.as_str())
+            }
             Self::Suffix(s) => v.ends_with(s.as_str()),
             Self::Template(segs) => {
                 let Some(rest) = v.strip_prefix('/') else { return false };

@@ -30,7 +30,7 @@ pub struct TrafficArgs {
     /// Normal requests in the test file (attack requests come on top).
     #[arg(long, default_value_t = 20_000)]
     pub test_requests: usize,
-    /// Attack scenarios in the test file: comma-separated names, or "all" (see below).
+    /// Attack scenarios in the test file: comma-separated names, "all" or "none" (see below).
     #[arg(long, default_value = "all", value_parser = parse_scenarios)]
     pub scenarios: ScenarioList,
     /// Share of attack requests in the test file (0 to 0.9). Every attacking
@@ -47,8 +47,10 @@ pub struct TrafficArgs {
 pub struct ScenarioList(pub Vec<Scenario>);
 
 fn parse_scenarios(s: &str) -> Result<ScenarioList, String> {
-    if s.trim() == "all" {
-        return Ok(ScenarioList(Scenario::ALL.to_vec()));
+    match s.trim() {
+        "all" => return Ok(ScenarioList(Scenario::ALL.to_vec())),
+        "none" => return Ok(ScenarioList(Vec::new())),
+        _ => {}
     }
     let mut out = Vec::new();
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {

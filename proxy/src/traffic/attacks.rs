@@ -132,6 +132,8 @@ pub struct AttackClient {
     habits: Habits,
     model: Model,
     version: Option<u32>,
+    /// Fraction digits of the attacker's FP32 values (its script's format).
+    decimals: u8,
     step: usize,
     state: State,
 }
@@ -198,7 +200,25 @@ impl AttackClient {
             }
             _ => State::None,
         };
-        AttackClient { scenario, id, remaining: requests, rate, profile, habits, model, version: None, step: 0, state }
+        let decimals = match (scenario, model) {
+            (_, Model::Digits) => 4,
+            // Low-and-slow mimics the normal format too.
+            (Scenario::ExtractionLowAndSlow, m) => m.decimals(),
+            (_, m) => [m.decimals(), 2, 4, 6][rng.gen_range(0..4)],
+        };
+        AttackClient {
+            scenario,
+            id,
+            remaining: requests,
+            rate,
+            profile,
+            habits,
+            model,
+            version: None,
+            decimals,
+            step: 0,
+            state,
+        }
     }
 
     /// Seconds to the next request.
@@ -273,8 +293,7 @@ impl AttackClient {
 
     fn uniform(&self, rng: &mut StdRng, t: f64) -> Record {
         let bx = self.model.feature_box();
-        let decimals = if self.model == Model::Digits { 4 } else { [2, 4, 6][rng.gen_range(0..3)] };
-        let values = bx
+        let mut values: Vec<f32> = bx
             .iter()
             .map(|(lo, hi)| {
                 let v = rng.gen_range(*lo..=*hi);
@@ -285,7 +304,13 @@ impl AttackClient {
                 }
             })
             .collect();
-        let req = self.with_values(rng, t, values, decimals);
+        if self.model == Model::Fraud && self.decimals == self.model.decimals() {
+            // Hour and amount in cents, like the real feature pipeline writes them.
+            for i in [0, models::FRAUD_WIDTH - 1] {
+                values[i] = (values[i] * 100.0).round() / 100.0;
+            }
+        }
+        let req = self.with_values(rng, t, values, self.decimals);
         self.send(rng, t, self.uri(), Body::Infer(req), 200)
     }
 
@@ -303,7 +328,7 @@ impl AttackClient {
             }
             *cell += 1;
         }
-        let req = self.with_values(rng, t, values, 4);
+        let req = self.with_values(rng, t, values, self.decimals.max(2));
         self.send(rng, t, self.uri(), Body::Infer(req), 200)
     }
 
@@ -332,7 +357,7 @@ impl AttackClient {
             }
             values.clone_from(current);
         }
-        let req = self.with_values(rng, t, values, if digits { 4 } else { 6 });
+        let req = self.with_values(rng, t, values, self.model.decimals());
         self.send(rng, t, self.uri(), Body::Infer(req), 200)
     }
 

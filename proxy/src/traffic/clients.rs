@@ -381,15 +381,15 @@ pub fn normal_infer(
             let (shape, decimals) = match model {
                 Model::Fraud => {
                     (0..batch).for_each(|_| models::fraud_row(rng, hour, drift, &mut v));
-                    (vec![batch as i64, width as i64], 6)
+                    (vec![batch as i64, width as i64], model.decimals())
                 }
                 Model::Iris => {
                     (0..batch).for_each(|_| models::iris_row(rng, drift, &mut v));
-                    (vec![batch as i64, width as i64], 1)
+                    (vec![batch as i64, width as i64], model.decimals())
                 }
                 _ => {
                     models::digit_image(rng, drift, &mut v);
-                    (vec![1, 1, 28, 28], 4)
+                    (vec![1, 1, 28, 28], model.decimals())
                 }
             };
             inputs.push(Tensor {

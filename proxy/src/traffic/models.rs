@@ -85,6 +85,17 @@ impl Model {
         }
     }
 
+    /// Fraction digits clients write for this model's FP32 values (pixels
+    /// use 4: the k/255 table).
+    pub fn decimals(self) -> u8 {
+        match self {
+            Model::Fraud => 6,
+            Model::Iris => 1,
+            Model::Digits => 4,
+            Model::Sentiment | Model::Embed => 0,
+        }
+    }
+
     /// Typical server latency in milliseconds for a batch of `batch` (or
     /// `batch` tokens for the embedder).
     pub fn latency_ms(self, rng: &mut StdRng, batch: usize) -> f64 {
@@ -228,7 +239,7 @@ pub fn iris_row(rng: &mut StdRng, drift: f32, out: &mut Vec<f32>) {
 }
 
 /// Pen positions per stroke (the brush overlaps between them).
-const STROKE_STEPS: u32 = 16;
+const STROKE_STEPS: u32 = 12;
 
 /// A 28x28 handwritten-looking digit: 2-4 antialiased pen strokes in the
 /// centre, intensities quantised to k/255 like a scanned image.
@@ -431,22 +442,36 @@ pub fn push_float(buf: &mut Vec<u8>, v: f32, decimals: u8) {
         return;
     }
     let scaled = scaled as u64;
-    if v < 0.0 && scaled != 0 {
-        buf.push(b'-');
-    }
-    push_u64(buf, scaled / scale);
-    buf.push(b'.');
-    let mut frac = scaled % scale;
-    let mut width = u32::from(decimals.min(9));
+    let (mut int, mut frac) = (scaled / scale, scaled % scale);
+    let mut width = decimals.clamp(1, 9);
     while width > 1 && frac % 10 == 0 {
         frac /= 10;
         width -= 1;
     }
-    let digits = if frac == 0 { 1 } else { frac.ilog10() + 1 };
-    for _ in digits..width {
-        buf.push(b'0');
+    // Filled from the right: fraction digits (zero-padded), point, integer
+    // digits, sign; then copied in one piece.
+    let mut text = [0u8; 32];
+    let mut pos = text.len();
+    for _ in 0..width {
+        pos -= 1;
+        text[pos] = b'0' + (frac % 10) as u8;
+        frac /= 10;
     }
-    push_u64(buf, frac);
+    pos -= 1;
+    text[pos] = b'.';
+    loop {
+        pos -= 1;
+        text[pos] = b'0' + (int % 10) as u8;
+        int /= 10;
+        if int == 0 {
+            break;
+        }
+    }
+    if v < 0.0 && scaled != 0 {
+        pos -= 1;
+        text[pos] = b'-';
+    }
+    buf.extend_from_slice(&text[pos..]);
 }
 
 /// `v` as [`push_float`] writes it.
@@ -462,12 +487,18 @@ fn push_json_str(buf: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *buf, s);
 }
 
-fn push_elements(buf: &mut Vec<u8>, data: &Data, range: std::ops::Range<usize>, sep: &str) {
+fn push_elements(buf: &mut Vec<u8>, data: &Data, range: std::ops::Range<usize>, spaced: bool) {
     for (n, i) in range.enumerate() {
         if n > 0 {
-            buf.extend_from_slice(sep.as_bytes());
+            if spaced {
+                buf.extend_from_slice(b", ");
+            } else {
+                buf.push(b',');
+            }
         }
         match data {
+            // Most pixels are blank: the constant-size copy avoids a call.
+            Data::F32(v, 4) if v[i] == 0.0 => buf.extend_from_slice(b"0.0"),
             Data::F32(v, d) => push_float(buf, v[i], *d),
             Data::Int(v) => {
                 if v[i] < 0 {
@@ -494,7 +525,7 @@ fn push_data(buf: &mut Vec<u8>, t: &Tensor, style: JsonStyle) {
     let nested = style.nested && dims.len() > 1 && dims.iter().product::<usize>() == n && n > 0;
     if !nested {
         buf.push(b'[');
-        push_elements(buf, &t.data, 0..n, sep);
+        push_elements(buf, &t.data, 0..n, style.spaced);
         buf.push(b']');
         return;
     }
@@ -513,7 +544,7 @@ fn push_data(buf: &mut Vec<u8>, t: &Tensor, style: JsonStyle) {
         for _ in blocks.iter().filter(|&&b| i % b == 0) {
             buf.push(b'[');
         }
-        push_elements(buf, &t.data, i..i + row, sep);
+        push_elements(buf, &t.data, i..i + row, style.spaced);
         i += row;
         for _ in blocks.iter().filter(|&&b| i % b == 0) {
             buf.push(b']');
@@ -656,6 +687,10 @@ mod tests {
         assert_eq!(f(1.0, 4), "1.0");
         assert_eq!(f(128.0 / 255.0, 4), "0.5019608");
         assert_eq!(f(f32::NAN, 4), "NaN");
+        assert_eq!(f(-12.345678, 6), "-12.345678");
+        assert_eq!(f(0.000123, 6), "0.000123");
+        assert_eq!(f(25691.16, 2), "25691.16");
+        assert_eq!(f(7.0, 1), "7.0");
         assert!(f(3e20, 6).parse::<f64>().is_ok());
     }
 

@@ -140,22 +140,43 @@ pub struct AttackClient {
 
 const TABULAR: [Model; 3] = [Model::Fraud, Model::Iris, Model::Digits];
 
+/// Who runs an attack.
+#[derive(Debug)]
+pub enum Attacker<'a> {
+    /// A compromised normal client: its identity, habits and headers.
+    Known(&'a NormalClient),
+    /// A new identity.
+    New {
+        /// The `client` value.
+        id: String,
+        /// True when the identity is a JWT subject (the attacker sends bearer tokens).
+        sub: bool,
+        /// A normal client whose library and habits the attacker shares.
+        template: Option<&'a NormalClient>,
+    },
+}
+
 impl AttackClient {
     /// An attacker for `scenario` sending `requests` requests, either as the
-    /// compromised `known` client or as `new_id` (a JWT subject when `sub`).
-    pub fn new(
-        rng: &mut StdRng,
-        scenario: Scenario,
-        requests: usize,
-        known: Option<&NormalClient>,
-        new_id: (String, bool),
-        t: f64,
-    ) -> AttackClient {
-        let (id, profile, habits, own_model, own_rate) = match known {
-            Some(c) => (c.id.clone(), c.profile.clone(), c.habits.clone(), Some(c.models[0]), c.rate),
-            None => {
-                let (id, sub) = new_id;
-                let profile = Profile::random(rng, sub.then_some(id.as_str()), t);
+    /// compromised `known` client or as a new identity.
+    pub fn new(rng: &mut StdRng, scenario: Scenario, requests: usize, who: Attacker<'_>, t: f64) -> AttackClient {
+        let known = match &who {
+            Attacker::Known(c) => Some(*c),
+            Attacker::New { .. } => None,
+        };
+        let (id, profile, habits, own_model, own_rate) = match who {
+            Attacker::Known(c) => (c.id.clone(), c.profile.clone(), c.habits.clone(), Some(c.models[0]), c.rate),
+            Attacker::New { id, sub, template } => {
+                // Mostly the same tooling as the clients already calling the
+                // service (so a library is no tell), sometimes its own.
+                let profile = match template {
+                    Some(c) if rng.gen_bool(0.7) => {
+                        let mut p = c.profile.clone();
+                        p.token = sub.then(|| clients::jwt(rng, &id, t - 600.0, "RS256"));
+                        p
+                    }
+                    _ => Profile::random(rng, sub.then_some(id.as_str()), t),
+                };
                 let habits = Habits { max_batch: 1, tokens: rng.gen_range(10..60), pad_to: None };
                 (id, profile, habits, None, 0.01 * 40f64.powf(rng.gen::<f64>()))
             }

@@ -24,7 +24,7 @@ use std::io::{self, Write};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use attacks::AttackClient;
+use attacks::{AttackClient, Attacker};
 pub use attacks::{Scenario, MIN_ATTACK_REQUESTS};
 use clients::{IdKind, NormalClient, Prober};
 
@@ -230,6 +230,13 @@ impl Simulation {
             .filter(|&i| matches!(self.sources[i].actor, Actor::Normal(_)) && !self.late.contains(&i))
             .collect();
         let mut rng = StdRng::seed_from_u64(self.setup.gen());
+        let rates: Vec<(f64, usize)> = known
+            .iter()
+            .filter_map(|&i| match &self.sources[i].actor {
+                Actor::Normal(c) => Some((c.rate, i)),
+                _ => None,
+            })
+            .collect();
         for scenario in scenarios {
             let attackers = (per_scenario / (MIN_ATTACK_REQUESTS * 6 / 5)).clamp(1, 5);
             for _ in 0..attackers {
@@ -259,15 +266,28 @@ impl Simulation {
                     None
                 };
                 let kind = if scenario == Scenario::TokenStuffing { IdKind::Ip } else { id_kind(&mut rng) };
-                let new_id = clients::identity(&mut rng, kind, &mut self.taken);
-                let mut a = AttackClient::new(
-                    &mut rng,
-                    scenario,
-                    n,
-                    known_client.as_ref(),
-                    (new_id, kind == IdKind::Subject),
-                    t,
-                );
+                let who = match &known_client {
+                    Some(c) => Attacker::Known(c),
+                    None => {
+                        // A template drawn by request volume: attackers share
+                        // the libraries of the traffic they hide in.
+                        let total: f64 = rates.iter().map(|(r, _)| r).sum();
+                        let mut x = rng.gen::<f64>() * total;
+                        let template = rates.iter().find(|(r, _)| {
+                            x -= r;
+                            x <= 0.0
+                        });
+                        Attacker::New {
+                            id: clients::identity(&mut rng, kind, &mut self.taken),
+                            sub: kind == IdKind::Subject,
+                            template: template.and_then(|(_, i)| match &self.sources[*i].actor {
+                                Actor::Normal(c) => Some(c),
+                                _ => None,
+                            }),
+                        }
+                    }
+                };
+                let mut a = AttackClient::new(&mut rng, scenario, n, who, t);
                 // Fit the attack inside the test period: start early enough,
                 // speed up when even the whole period would be too short.
                 let window = 0.85 * self.test_span;

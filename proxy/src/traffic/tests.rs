@@ -10,7 +10,7 @@ use super::*;
 use crate::dataset::read_records;
 
 fn small(seed: u64) -> TrafficConfig {
-    TrafficConfig { seed, train_requests: 1500, test_requests: 1500, ..TrafficConfig::default() }
+    TrafficConfig { seed, train_requests: 1000, test_requests: 1000, ..TrafficConfig::default() }
 }
 
 fn run(cfg: &TrafficConfig) -> (Vec<u8>, Vec<u8>, Summary) {

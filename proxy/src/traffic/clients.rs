@@ -570,13 +570,28 @@ impl NormalClient {
 
     fn metadata(&self, rng: &mut StdRng, t: f64) -> Record {
         let model = self.models[rng.gen_range(0..self.models.len())];
-        let uri = match rng.gen_range(0..4) {
-            0 => format!("/v2/models/{}/ready", model.name()),
-            1 => "/v2/health/ready".to_owned(),
+        let versions = model.versions();
+        let mut status = 200;
+        let uri = match rng.gen_range(0..10) {
+            0..=2 => format!("/v2/models/{}/ready", model.name()),
+            3 => "/v2/health/ready".to_owned(),
+            // Server metadata (extensions, version).
+            4 => "/v2".to_owned(),
+            5 => {
+                // A versioned lookup; now and then of a version already
+                // unloaded (a client with stale config): 404.
+                let v = versions[rng.gen_range(0..versions.len())];
+                if rng.gen_bool(0.3) && versions[0] > 1 {
+                    status = 404;
+                    format!("/v2/models/{}/versions/{}", model.name(), versions[0] - 1)
+                } else {
+                    format!("/v2/models/{}/versions/{v}", model.name())
+                }
+            }
             _ => format!("/v2/models/{}", model.name()),
         };
         let latency = ((0.2 + rng.gen::<f64>() * 0.6) * 1000.0).round() / 1000.0;
-        record(&self.profile, rng, t, &self.id, "GET", uri, Body::Empty, 200, latency)
+        record(&self.profile, rng, t, &self.id, "GET", uri, Body::Empty, status, latency)
     }
 }
 

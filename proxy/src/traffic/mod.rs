@@ -85,8 +85,6 @@ enum Actor {
 struct Source {
     actor: Actor,
     rng: StdRng,
-    /// Time of its next request; `None` until it becomes active.
-    next: Option<f64>,
 }
 
 /// A heap key: earliest time first, then the lowest source index.
@@ -126,7 +124,7 @@ pub struct Simulation {
 }
 
 fn source(actor: Actor, setup: &mut StdRng) -> Source {
-    Source { actor, rng: StdRng::seed_from_u64(setup.gen()), next: None }
+    Source { actor, rng: StdRng::seed_from_u64(setup.gen()) }
 }
 
 fn id_kind(rng: &mut StdRng) -> IdKind {
@@ -189,7 +187,6 @@ impl Simulation {
             Actor::Prober(p) => s.rng.gen_range(0.0..1.0) * p.gap(&mut s.rng),
             Actor::Attack(a) => a.gap(&mut s.rng),
         };
-        s.next = Some(t + gap);
         self.heap.push(Reverse(Due(t + gap, i)));
     }
 
@@ -246,13 +243,7 @@ impl Simulation {
                     let pick = if scenario == Scenario::Flood {
                         // A flood stands out most from a client that already
                         // sends steadily: pick among the busiest third.
-                        let mut by_rate: Vec<(f64, usize)> = known
-                            .iter()
-                            .filter_map(|&i| match &self.sources[i].actor {
-                                Actor::Normal(c) => Some((c.rate, i)),
-                                _ => None,
-                            })
-                            .collect();
+                        let mut by_rate = rates.clone();
                         by_rate.sort_by(|a, b| b.0.total_cmp(&a.0));
                         by_rate[rng.gen_range(0..by_rate.len().div_ceil(3))].1
                     } else {
@@ -343,7 +334,6 @@ impl Iterator for Simulation {
                     (r, (a.remaining > 0).then(|| t + a.gap(&mut s.rng)))
                 }
             };
-            s.next = next;
             if let Some(n) = next {
                 self.heap.push(Reverse(Due(n, i)));
             }

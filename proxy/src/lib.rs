@@ -19,6 +19,7 @@ pub mod dataset;
 pub mod demo;
 pub mod http;
 pub mod jwks;
+pub mod k8s;
 pub mod listen;
 pub mod metrics;
 pub mod pipeline;

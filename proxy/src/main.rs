@@ -35,6 +35,9 @@ fn main() -> ExitCode {
         Command::Certs(cmd) => cli::certs::run(cmd),
         Command::Eval(args) => cli::eval::run(&args),
         Command::Traffic(args) => cli::traffic::run(args),
+        Command::Inject(args) => cli::inject::run(&args),
+        Command::Init(args) => cli::init::run(&args),
+        Command::WaitReady(args) => cli::init::wait_ready(&args),
         Command::Policy(cmd) => match cli::policy::run(cmd) {
             Ok(code) => return code,
             Err(e) => Err(e),

@@ -7,6 +7,7 @@ mod util;
 mod config;
 mod eval_cli;
 mod grpc;
+mod inject;
 mod jwt;
 mod lifecycle;
 mod limits;

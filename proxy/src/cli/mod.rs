@@ -2,6 +2,8 @@
 
 pub mod certs;
 pub mod eval;
+pub mod init;
+pub mod inject;
 pub mod policy;
 pub mod run;
 pub mod traffic;
@@ -36,6 +38,12 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Run a complete local mesh with an embedded model server and traffic.
     Demo(crate::demo::DemoArgs),
+    /// Inject the meshward sidecar into Kubernetes manifests (files, directories or stdin) and print them.
+    Inject(inject::InjectArgs),
+    /// Write the traffic-capture iptables rules in this network namespace (the pod's capture init container).
+    Init(init::InitArgs),
+    /// Wait until the local proxy's /ready answers 200 (postStart hook of legacy sidecars).
+    WaitReady(init::WaitReadyArgs),
     /// Generate labelled Open Inference Protocol v2 traffic (train and test JSONL files) for `meshward eval`.
     Traffic(traffic::TrafficArgs),
 }

@@ -344,7 +344,7 @@ pub fn sentence(rng: &mut StdRng, drift: f32) -> String {
     s
 }
 
-/// Token ids of a tokenised sentence of `len` tokens (with [CLS] and [SEP]),
+/// Token ids of a tokenised sentence of `len` tokens (with `[CLS]` and `[SEP]`),
 /// padded with zeros to `pad_to` when given; returns (ids, mask).
 pub fn token_ids(rng: &mut StdRng, len: usize, pad_to: Option<usize>) -> (Vec<i64>, Vec<i64>) {
     const COMMON: [i64; 8] = [1996, 1010, 1012, 2000, 1037, 1997, 1998, 2003];

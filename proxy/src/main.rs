@@ -36,6 +36,10 @@ fn main() -> ExitCode {
         Command::Eval(args) => cli::eval::run(&args),
         Command::Traffic(args) => cli::traffic::run(args),
         Command::Inject(args) => cli::inject::run(&args),
+        Command::Injector(args) => {
+            init_logging(LogFormat::Auto, "info");
+            runtime(1).and_then(|rt| rt.block_on(cli::injector::run(args)))
+        }
         Command::Init(args) => cli::init::run(&args),
         Command::WaitReady(args) => cli::init::wait_ready(&args),
         Command::Policy(cmd) => match cli::policy::run(cmd) {

@@ -8,6 +8,7 @@ mod config;
 mod eval_cli;
 mod grpc;
 mod inject;
+mod injector;
 mod jwt;
 mod lifecycle;
 mod limits;

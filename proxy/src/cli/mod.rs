@@ -4,6 +4,7 @@ pub mod certs;
 pub mod eval;
 pub mod init;
 pub mod inject;
+pub mod injector;
 pub mod policy;
 pub mod run;
 pub mod traffic;
@@ -40,6 +41,8 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Inject the meshward sidecar into Kubernetes manifests (files, directories or stdin) and print them.
     Inject(inject::InjectArgs),
+    /// Run the mutating admission webhook that injects the sidecar into new pods (HTTPS).
+    Injector(injector::InjectorArgs),
     /// Write the traffic-capture iptables rules in this network namespace (the pod's capture init container).
     Init(init::InitArgs),
     /// Wait until the local proxy's /ready answers 200 (postStart hook of legacy sidecars).

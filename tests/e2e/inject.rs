@@ -240,9 +240,10 @@ fn injected_proxy_configuration_is_accepted_by_meshward_run() {
                     .replace("/var/run/meshward/identity/ca.crt", &pki.file("ca.crt"))
                     .replace("/var/run/meshward/podinfo", dir.path().to_str().expect("utf8"))
                     .replace("/etc/meshward/policies", dir.path().join("policies").to_str().expect("utf8"))
-                    .replace("[::]:15006", &free_addr().to_string())
-                    .replace("[::]:15001", &free_addr().to_string())
-                    .replace("[::]:15000", &admin.to_string()),
+                    // Same format, free ports: the listen values stay as generated.
+                    .replace(":15006\"", &format!(":{}\"", free_addr().port()))
+                    .replace(":15001\"", &format!(":{}\"", free_addr().port()))
+                    .replace(":15000\"", &format!(":{}\"", admin.port())),
                 (None, Some(_)) => "ml".to_owned(), // the downward API's metadata.namespace
                 (None, None) => String::new(),
             };

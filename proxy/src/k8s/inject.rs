@@ -378,7 +378,8 @@ impl Plan {
             env("MESHWARD_IDENTITY__CERT", &format!("{IDENTITY_DIR}/tls.crt")),
             env("MESHWARD_IDENTITY__KEY", &format!("{IDENTITY_DIR}/tls.key")),
             env("MESHWARD_IDENTITY__TRUST_BUNDLE", &format!("{IDENTITY_DIR}/ca.crt")),
-            env("MESHWARD_INBOUND__LISTEN", &format!("{any}:{}", settings.inbound_port)),
+            // Values are read as YAML: quoted so that `[::]:15006` is a string, not a list.
+            env("MESHWARD_INBOUND__LISTEN", &format!("\"{any}:{}\"", settings.inbound_port)),
             env("MESHWARD_INBOUND__TRANSPARENT", "true"),
             env("MESHWARD_INBOUND__MODE", self.mtls.as_str()),
             env(
@@ -386,7 +387,7 @@ impl Plan {
                 &format!("[{{name: transparent, listen: \"{any}:{}\"}}]", settings.outbound_port),
             ),
             // Reachable by the kubelet's probes and Prometheus; never captured.
-            env("MESHWARD_ADMIN__LISTEN", &format!("{any}:{}", settings.admin_port)),
+            env("MESHWARD_ADMIN__LISTEN", &format!("\"{any}:{}\"", settings.admin_port)),
             env("MESHWARD_LOG__FORMAT", "json"),
             env("MESHWARD_LOG__LEVEL", self.opts.log_level.as_deref().unwrap_or("info")),
             EnvVar {

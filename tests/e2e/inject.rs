@@ -275,3 +275,112 @@ fn injected_proxy_configuration_is_accepted_by_meshward_run() {
         assert!(!identity.contains("ERROR"), "{file}: {identity}");
     }
 }
+
+/// `kubectl kustomize` renders every deploy/ entry point; the objects parse
+/// as k8s-openapi types and pass `kubernetes-validate --strict` (cert-manager
+/// kinds have no bundled schema: the validator warns and skips them); the
+/// example namespace injected by `meshward inject` still validates; the
+/// example's policies pass `meshward policy check` and equal the source.
+#[test]
+fn deploy_manifests_render_validate_and_inject() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let policy = std::fs::read_to_string(root.join("policies/examples/ml-platform.yaml")).expect("policy");
+    let copy = std::fs::read_to_string(root.join("deploy/examples/ml/policies/ml-platform.yaml")).expect("copy");
+    assert_eq!(
+        copy.split_once('\n').map(|(_, rest)| rest),
+        Some(policy.as_str()),
+        "deploy/examples/ml/policies is stale"
+    );
+    crate::util::meshward(&["policy", "check", root.join("deploy/examples/ml/policies").to_str().expect("utf8")]);
+
+    if !Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipping kustomize rendering: kubectl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files = Vec::new();
+    let mut kinds = Vec::new();
+    for entry in ["base", "overlays/cert-manager", "examples/ml"] {
+        let out =
+            Command::new("kubectl").arg("kustomize").arg(root.join("deploy").join(entry)).output().expect("kubectl");
+        let yaml = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "kubectl kustomize deploy/{entry}: {}", String::from_utf8_lossy(&out.stderr));
+        let mut docs = documents(&yaml);
+        if entry == "examples/ml" {
+            let (injected, _) = inject(&["-"], &yaml);
+            docs = documents(&injected);
+            let model = docs.iter().find(|d| d["kind"] == "Deployment").expect("model deployment");
+            let spec = typed_pod_spec(model).expect("spec");
+            assert!(proxy_of(&spec).is_some(), "example model not injected");
+            let volumes: Vec<String> = spec.volumes.iter().flatten().map(|v| format!("{:?}", v.config_map)).collect();
+            assert!(volumes.iter().any(|v| v.contains("ml-platform-policies")), "{volumes:?}");
+        }
+        for d in &docs {
+            let kind = d["kind"].as_str().unwrap_or_default().to_owned();
+            let ok = match kind.as_str() {
+                "MutatingWebhookConfiguration" => {
+                    let w: MutatingWebhookConfiguration = serde_json::from_value(d.clone()).expect("webhook");
+                    let hook = &w.webhooks.expect("webhooks")[0];
+                    assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+                    assert_eq!(hook.side_effects, "None");
+                    let ns = format!("{:?}", hook.namespace_selector);
+                    assert!(ns.contains("kube-system") && ns.contains("meshward-system"), "{ns}");
+                    true
+                }
+                "ServiceAccount" => serde_json::from_value::<ServiceAccount>(d.clone()).is_ok(),
+                "PodDisruptionBudget" => serde_json::from_value::<PodDisruptionBudget>(d.clone()).is_ok(),
+                "Certificate" | "Issuer" | "ClusterIssuer" => d["apiVersion"] == "cert-manager.io/v1",
+                _ => {
+                    typed_pod_spec(d);
+                    true
+                }
+            };
+            assert!(ok, "deploy/{entry}: {kind} does not parse: {d:#}");
+            kinds.push(kind);
+        }
+        files.extend(write_documents(dir.path(), &entry.replace('/', "-"), &docs));
+    }
+    for k in ["Namespace", "Deployment", "Service", "PodDisruptionBudget", "MutatingWebhookConfiguration", "ConfigMap"]
+    {
+        assert!(kinds.iter().any(|x| x == k), "no {k} rendered: {kinds:?}");
+    }
+    match validate(&files) {
+        Ok(()) => eprintln!("deploy/: kubernetes-validate --strict -k {K8S_VERSION}: {} documents passed", files.len()),
+        Err(why) => eprintln!("skipping strict schema validation of deploy/: {why}"),
+    }
+}
+
+/// Every metric the Grafana dashboard queries is one meshward registers.
+#[test]
+fn grafana_dashboard_queries_real_metrics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/meshward.json")).expect("dashboard"))
+            .expect("dashboard is JSON");
+    let sources = std::fs::read_to_string(root.join("proxy/src/metrics.rs")).expect("metrics.rs")
+        + &std::fs::read_to_string(root.join("proxy/src/cli/injector.rs")).expect("injector.rs");
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for (i, _) in expr.match_indices("meshward_") {
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let base = name
+                    .trim_start_matches("meshward_injector_")
+                    .trim_start_matches("meshward_")
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_total");
+                assert!(
+                    sources.contains(&format!("\"{base}\"")),
+                    "dashboard queries {name}, which meshward does not register"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "{checked}");
+}

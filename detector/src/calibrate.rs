@@ -70,14 +70,17 @@ impl Calibrator {
         self.scores.is_empty()
     }
 
-    /// Thresholds for the budgets, given the current ones.
-    pub fn thresholds(&self, fp_budget: f64, suspicious_budget: f64, current: Thresholds) -> Thresholds {
+    /// Thresholds for the budgets, given the current ones (`None` before the
+    /// first calibration: then the window is taken as it is).
+    pub fn thresholds(&self, fp_budget: f64, suspicious_budget: f64, current: Option<Thresholds>) -> Thresholds {
         if self.scores.is_empty() {
-            return current;
+            return current.unwrap_or_default();
         }
         let n = self.scores.len() as f64;
-        if self.flagged as f64 > fp_budget * n && self.flagged > 1 {
-            return current;
+        if let Some(current) = current {
+            if self.flagged as f64 > fp_budget * n && self.flagged > 1 {
+                return current;
+            }
         }
         let mut v: Vec<f32> = self.scores.iter().map(|(s, _)| *s).collect();
         v.sort_unstable_by(f32::total_cmp);
@@ -102,7 +105,7 @@ mod tests {
         for i in 0..10_000 {
             c.record(f64::from(i % 1000) / 10.0, false);
         }
-        let t = c.thresholds(0.001, 0.01, Thresholds::default());
+        let t = c.thresholds(0.001, 0.01, None);
         // 99.9% of the scores are <= 99.8.
         assert!((t.anomalous - 100.3).abs() < 0.2, "{t:?}");
         assert!((t.suspicious - 99.4).abs() < 0.2, "{t:?}");
@@ -114,11 +117,12 @@ mod tests {
         for _ in 0..1000 {
             c.record(0.0, false);
         }
-        assert_eq!(c.thresholds(0.001, 0.01, Thresholds::default()), Thresholds::default());
+        assert_eq!(c.thresholds(0.001, 0.01, None), Thresholds::default());
         let current = Thresholds { suspicious: 9.0, anomalous: 20.0 };
         for _ in 0..100 {
             c.record(50.0, true);
         }
-        assert_eq!(c.thresholds(0.001, 0.01, current), current);
+        assert_eq!(c.thresholds(0.001, 0.01, Some(current)), current);
+        assert!(c.thresholds(0.001, 0.01, None).anomalous > 50.0);
     }
 }

@@ -22,7 +22,7 @@ pub struct Config {
     pub batch: usize,
     /// Samples between k-means re-seeds that follow drift (default 20000).
     pub reseed_every: u64,
-    /// Recent scores kept for calibration (default 20000).
+    /// Recent scores kept for calibration (default 10000).
     pub calibration_window: usize,
     /// Clients tracked at once, least recent evicted (default 10000).
     pub max_clients: usize,
@@ -38,7 +38,7 @@ impl Default for Config {
             clusters: 8,
             batch: 256,
             reseed_every: 20_000,
-            calibration_window: 20_000,
+            calibration_window: 10_000,
             max_clients: 10_000,
         }
     }

@@ -59,6 +59,7 @@ pub struct Learner {
     version: u64,
     template: String,
     kmeans_errors: u64,
+    calibrated: bool,
 }
 
 impl Learner {
@@ -82,6 +83,7 @@ impl Learner {
             version: 0,
             template: String::new(),
             kmeans_errors: 0,
+            calibrated: false,
         }
     }
 
@@ -91,6 +93,7 @@ impl Learner {
         let mut l = Learner::new(cfg);
         l.profiles = model.profiles.clone();
         l.thresholds = model.thresholds;
+        l.calibrated = model.ready;
         l.standardizer = model.clusters.standardizer.clone();
         l.learned = model.samples;
         l.refused = model.refused;
@@ -124,7 +127,11 @@ impl Learner {
     /// Learn from a scored sample; flagged samples are refused (their score
     /// still counts for calibration).
     pub fn learn(&mut self, sample: &Sample) -> Learned {
-        self.calibrator.record(sample.raw, sample.flagged);
+        // Scores from a model that has seen little are not what a mature model
+        // gives: they would inflate the thresholds for a whole window.
+        if sample.model_samples >= self.cfg.warmup_samples / 2 {
+            self.calibrator.record(sample.raw, sample.flagged);
+        }
         if sample.flagged {
             self.refused += 1;
             return Learned::Refused;
@@ -218,10 +225,12 @@ impl Learner {
         self.since_publish = 0;
         self.version += 1;
         self.profiles.refresh();
-        let ready = self.learned >= self.cfg.warmup_samples;
+        let min_scores = (self.cfg.warmup_samples / 2).clamp(1, 1000) as usize;
+        let ready = self.learned >= self.cfg.warmup_samples && (self.calibrated || self.calibrator.len() >= min_scores);
         if ready {
-            self.thresholds =
-                self.calibrator.thresholds(self.cfg.fp_budget, self.cfg.suspicious_budget, self.thresholds);
+            let current = if self.calibrated { Some(self.thresholds) } else { None };
+            self.thresholds = self.calibrator.thresholds(self.cfg.fp_budget, self.cfg.suspicious_budget, current);
+            self.calibrated = true;
         }
         Model {
             version: self.version,

@@ -194,7 +194,11 @@ impl FieldProfile {
             let c = f64::from(self.classes.get(b as usize).copied().unwrap_or(0));
             let p = (c + 0.5) / (n + 1.0);
             if p < 0.02 {
-                s_chars += -p.log2();
+                // Letters and digits are how values legitimately change (names, IDs,
+                // new wording); injection needs syntax: punctuation, controls,
+                // encodings. New letters or digits count a little, the rest fully.
+                let benign = matches!(b, class::UPPER | class::LOWER | class::DIGIT);
+                s_chars += if benign { (-p.log2()).min(3.0) } else { -p.log2() };
                 rare |= 1 << b;
             }
         }
@@ -222,7 +226,9 @@ impl FieldProfile {
                     let (lo, hi) = (self.num.min, self.num.max);
                     let w = hi - lo;
                     let pad = 0.1 * w;
-                    let scale = w.max(self.num.std()).max(0.1 * hi.abs().max(lo.abs())).max(1e-6);
+                    // A constant field has no spread to measure against: use a tenth
+                    // of its magnitude, and at least 1 (a count or flag moving by one).
+                    let scale = if w > 0.0 { w.max(self.num.std()) } else { (0.1 * hi.abs()).max(1.0) };
                     let excess = if v > hi + pad {
                         (v - hi) / scale
                     } else if v < lo - pad {
@@ -231,7 +237,7 @@ impl FieldProfile {
                         0.0
                     };
                     if excess > 0.0 {
-                        let s = (4.0 + 3.0 * (1.0 + excess).log2()).min(20.0);
+                        let s = (2.0 + 4.0 * (1.0 + excess).log2()).min(20.0);
                         consider(s, FieldWhy::Range { value: v, lo, hi }, &mut total);
                     }
                 }
@@ -246,7 +252,10 @@ impl FieldProfile {
             if self.n >= 30 && !cats.iter().any(|(h, _)| *h == o.hash) {
                 let once = cats.iter().filter(|(_, c)| *c == 1).count() as f64;
                 let p = (once + 1.0) / (n + 2.0);
-                consider((-p.log2()).min(12.0), FieldWhy::UnseenValue, &mut total);
+                // Header values (tokens, user agents) follow the client population,
+                // which changes legitimately: they weigh less than parameter values.
+                let cap = if o.kind == FieldKind::Header { 6.0 } else { 10.0 };
+                consider((-p.log2()).min(cap), FieldWhy::UnseenValue, &mut total);
             }
         }
         (total.min(FIELD_CAP), best.1)
@@ -415,6 +424,45 @@ impl PathTrie {
         node.terminal
     }
 
+    /// Whether `segs` lead from this node to a learned end.
+    fn matches(&self, segs: &[&str]) -> bool {
+        match segs.split_first() {
+            None => self.terminal,
+            Some((seg, rest)) => match self.children.get(*seg) {
+                Some(c) => c.matches(rest),
+                None => self.wildcard.as_ref().is_some_and(|w| w.matches(rest)),
+            },
+        }
+    }
+
+    /// For an unseen path: whether it is a learned path of a sibling with one
+    /// segment swapped (`/v2/models/a/ready` when `/v2/models/b/ready` was
+    /// learned and `a` is known). Such a combination is less surprising than
+    /// a path of unknown shape.
+    pub fn sibling_shape(&self, path: &str) -> bool {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let mut parent: Option<&PathTrie> = None;
+        let mut node = self;
+        for (d, seg) in segs.iter().enumerate() {
+            let next = node.children.get(*seg).or(node.wildcard.as_deref());
+            match next {
+                Some(c) => {
+                    parent = Some(node);
+                    node = c;
+                }
+                // Never swap a top-level segment: /admin is not "like" /api.
+                None if d < 2 => return false,
+                None => {
+                    return parent
+                        .is_some_and(|p| p.children.values().any(|s| !std::ptr::eq(s, node) && s.matches(&segs[d..])))
+                }
+            }
+        }
+        segs.len() >= 2
+            && !node.terminal
+            && parent.is_some_and(|p| p.children.values().any(|s| !std::ptr::eq(s, node) && s.terminal))
+    }
+
     /// Learn a normalised path; writes its template into `out`.
     pub fn learn(&mut self, path: &str, out: &mut String) {
         out.clear();
@@ -470,6 +518,8 @@ pub struct InputProfile {
     pub hi: f64,
     /// Statistics of each leading element position.
     pub positions: Vec<Stat>,
+    /// Statistics of the per-position deviation of whole requests.
+    pub deviation: Stat,
 }
 
 impl InputProfile {
@@ -492,6 +542,9 @@ impl InputProfile {
         }
         for (s, v) in self.positions.iter_mut().zip(&t.lead) {
             s.push(f64::from(*v));
+        }
+        if let Some(d) = t.deviation {
+            self.deviation.push(d);
         }
     }
 }
@@ -618,5 +671,14 @@ mod tests {
         assert!(t.lookup("/api/items", &mut out));
         assert!(!t.lookup("/api/admin", &mut out));
         assert!(!t.lookup("/api", &mut out));
+        t.learn("/v2/models/a/infer", &mut out);
+        t.learn("/v2/models/b/infer", &mut out);
+        t.learn("/v2/models/b/ready", &mut out);
+        t.learn("/v2/models/b", &mut out);
+        assert!(t.sibling_shape("/v2/models/a/ready"));
+        assert!(t.sibling_shape("/v2/models/a"));
+        assert!(!t.sibling_shape("/v2/models/zzz/infer"));
+        assert!(!t.sibling_shape("/v2/admin"));
+        assert!(!t.sibling_shape("/v2/models/a/infer/x"));
     }
 }

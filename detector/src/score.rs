@@ -19,10 +19,16 @@ use crate::profile::{service_level, FieldWhy, FIELD_CAP};
 
 /// Bits at which the score is 0.5.
 pub const HALF_SCORE_BITS: f64 = 10.0;
+/// Surprise of an unseen path that a sibling path has (bits).
+pub const SIBLING_BITS: f64 = 5.0;
+/// Most bits a client's reputation adds to one request.
+pub const REPUTATION_CAP: f64 = 6.0;
 /// Reasons kept in a verdict.
 pub const MAX_REASONS: usize = 5;
 /// PRADA's threshold on W (Juuti et al.): below it, queries look synthetic.
 pub const PRADA_DELTA: f64 = 0.9;
+/// How far below the lowest W learned from normal clients a client must fall.
+pub const PRADA_MARGIN: f64 = 0.1;
 
 /// Score band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -75,6 +81,8 @@ pub enum Why {
         method: String,
         /// Normalised path.
         path: String,
+        /// Whether a sibling has this shape (see `PathTrie::sibling_shape`).
+        sibling: bool,
     },
     /// The method was never learned on this endpoint.
     UnseenMethod {
@@ -159,6 +167,14 @@ fn client_sentence(name: &str, v: f64, hi: f64) -> Option<String> {
         "errors" => format!("{:.0}% of the client's recent requests failed{times}: probing", v * 100.0),
         "endpoints" => format!("client touched {v:.0} distinct endpoints in its last 16 requests{times}: scanning"),
         "duplicates" => format!("client repeated the same request {v:.0} times in its last 16{times}"),
+        "burst" => format!("client sends {v:.0}x its own usual request rate{times}: flood"),
+        "credentials" => format!(
+            "client used {v:.0} different credentials in its last 16 requests{times}: credential stuffing"
+        ),
+        "sweep" => format!(
+            "client queries hold {:.0}% of the input fixed and vary the rest{times}: possible model extraction (grid sweep)",
+            v * 100.0
+        ),
         "chain" => format!(
             "client sends a chain of {v:.0} tiny perturbations of one input{times}: possible adversarial search"
         ),
@@ -175,7 +191,10 @@ impl Reason {
     pub fn message(&self) -> String {
         let label = field_label(self.kind, &self.name);
         match &self.why {
-            Why::UnseenEndpoint { method, path } => format!("unseen endpoint {method} {path}"),
+            Why::UnseenEndpoint { method, path, sibling: false } => format!("unseen endpoint {method} {path}"),
+            Why::UnseenEndpoint { method, path, sibling: true } => {
+                format!("unseen endpoint {method} {path} (known for a sibling path)")
+            }
             Why::UnseenMethod { method, template } => format!("method {method} never seen on {template}"),
             Why::UnseenField => format!("unseen {}", label),
             Why::Missing => format!("usual {label} missing"),
@@ -272,12 +291,34 @@ pub fn empty_sample() -> Sample {
         raw: 0.0,
         flagged: false,
         warming_up: true,
+        model_samples: 0,
     }
 }
 
 struct Acc {
     raw: f64,
     reasons: Vec<Reason>,
+}
+
+/// Surprises of one input's statistics, combined as max + 1/4 of the rest.
+#[derive(Default)]
+struct Group {
+    key: String,
+    items: Vec<(f64, Reason)>,
+}
+
+impl Group {
+    fn flush(&mut self, acc: &mut Acc) {
+        if self.items.is_empty() {
+            return;
+        }
+        let sum: f64 = self.items.iter().map(|(b, _)| b).sum();
+        let max = self.items.iter().map(|(b, _)| *b).fold(0.0, f64::max);
+        let factor = (max + 0.25 * (sum - max)) / sum;
+        for (bits, reason) in self.items.drain(..) {
+            acc.add(bits * factor, || reason);
+        }
+    }
 }
 
 impl Acc {
@@ -299,7 +340,7 @@ impl Acc {
 pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored {
     let mut sample = empty_sample();
     let mut scratch = Vec::new();
-    let extra = extract(req, &model.profiles, &mut sample, &mut scratch);
+    let mut extra = extract(req, &model.profiles, &mut sample, &mut scratch);
     let profiles = &model.profiles;
     let mut acc = Acc { raw: 0.0, reasons: Vec::new() };
 
@@ -308,13 +349,17 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     let known = profiles.trie.lookup(&sample.path, &mut template);
     let endpoint = if known { profiles.endpoints.get(template.as_str()) } else { None };
     match endpoint {
-        None => acc.add(profiles.unseen_endpoint(), || Reason {
-            family: Family::Endpoint,
-            kind: None,
-            name: sample.path.clone(),
-            contribution: 0.0,
-            why: Why::UnseenEndpoint { method: sample.method.clone(), path: sample.path.clone() },
-        }),
+        None => {
+            let sibling = profiles.trie.sibling_shape(&sample.path);
+            let bits = if sibling { profiles.unseen_endpoint().min(SIBLING_BITS) } else { profiles.unseen_endpoint() };
+            acc.add(bits, || Reason {
+                family: Family::Endpoint,
+                kind: None,
+                name: sample.path.clone(),
+                contribution: 0.0,
+                why: Why::UnseenEndpoint { method: sample.method.clone(), path: sample.path.clone(), sibling },
+            })
+        }
         Some(ep) => acc.add(ep.method_surprise(&sample.method), || Reason {
             family: Family::Endpoint,
             kind: None,
@@ -327,38 +372,48 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
         (fnv1a(sample.method.as_bytes()) ^ fnv1a(if known { &template } else { &sample.path }.as_bytes())) as u32;
 
     // Client window.
-    let signals = clients.observe_request(req.client, req.ts, ep_id, extra.fingerprint, extra.sketch, extra.deviation);
+    extra.endpoint = ep_id;
+    let signals = clients.observe_request(req.client, req.ts, &extra);
     signals.push(&mut sample);
 
-    // Fields.
+    // Fields. The statistics of one input (min, max, mean, L2, ...) move together,
+    // and so do the elements of one BYTES input: each input counts its strongest
+    // surprise plus a quarter of the rest.
+    let mut group = Group::default();
     for o in &sample.fields {
         let name = sample.name(o);
         let owner = if service_level(o.kind) { Some(&profiles.service) } else { endpoint };
         let Some(owner) = owner else { continue };
         let family = family_of(o.kind);
-        match owner.field(o.kind, name) {
-            Some(p) => {
-                let (bits, why) = p.surprise(o);
-                if let Some(why) = why {
-                    acc.add(bits, || Reason {
-                        family,
-                        kind: Some(o.kind),
-                        name: name.to_string(),
-                        contribution: 0.0,
-                        why: Why::Field(why),
-                    });
-                }
-            }
-            None if o.kind != FieldKind::Client => acc.add(owner.unseen_field(o.kind), || Reason {
-                family,
-                kind: Some(o.kind),
-                name: name.to_string(),
-                contribution: 0.0,
-                why: Why::UnseenField,
-            }),
-            None => {}
+        let key = match o.kind {
+            FieldKind::Tensor => name.rsplit_once('.').map_or(name, |(a, _)| a),
+            FieldKind::TensorBytes => name,
+            _ => "",
+        };
+        if key != group.key {
+            group.flush(&mut acc);
+            group.key.clear();
+            group.key.push_str(key);
+        }
+        if o.kind == FieldKind::Client && name == "prada" {
+            continue; // judged below, against PRADA's own threshold
+        }
+        let (bits, why) = match owner.field(o.kind, name) {
+            Some(p) => match p.surprise(o) {
+                (bits, Some(why)) => (bits, Why::Field(why)),
+                _ => continue,
+            },
+            None if o.kind != FieldKind::Client => (owner.unseen_field(o.kind), Why::UnseenField),
+            None => continue,
+        };
+        let make = || Reason { family, kind: Some(o.kind), name: name.to_string(), contribution: 0.0, why };
+        if group.key.is_empty() {
+            acc.add(bits, make);
+        } else if bits > 0.0 {
+            group.items.push((bits, make()));
         }
     }
+    group.flush(&mut acc);
 
     // Usual fields that are missing.
     for owner in [endpoint, Some(&profiles.service)].into_iter().flatten() {
@@ -408,7 +463,8 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     if let Some(w) = signals.prada {
         let learned_min =
             profiles.service.field(FieldKind::Client, "prada").filter(|p| p.num.n >= 50).map(|p| p.num.min);
-        let delta = learned_min.map_or(PRADA_DELTA, |m| m.min(PRADA_DELTA));
+        // Normal clients' W wanders below its learned minimum now and then: keep a margin.
+        let delta = learned_min.map_or(PRADA_DELTA, |m| (m - PRADA_MARGIN).min(PRADA_DELTA));
         if w < delta && signals.requests as usize >= PRADA_MIN {
             acc.add((6.0 + 40.0 * (delta - w)).min(FIELD_CAP), || Reason {
                 family: Family::Client,
@@ -420,8 +476,9 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
         }
     }
 
-    // Reputation: half of the client's recent mean surprise beyond 2 bits.
-    let rep = 0.5 * (signals.reputation - 2.0);
+    // Reputation: a quarter of the client's recent mean surprise beyond the
+    // suspicious threshold (ordinary noise builds none).
+    let rep = (0.25 * signals.reputation).min(REPUTATION_CAP);
     acc.add(rep, || Reason {
         family: Family::Client,
         kind: None,
@@ -431,7 +488,8 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     });
 
     let raw = acc.raw;
-    clients.observe_score(req.client, raw);
+    let excess = if model.ready { raw - model.thresholds.suspicious } else { 0.0 };
+    clients.observe_score(req.client, excess.max(0.0));
     let band = if !model.ready {
         Band::WarmingUp
     } else if raw >= model.thresholds.anomalous {
@@ -447,6 +505,7 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     sample.raw = raw;
     sample.flagged = band == Band::Anomalous;
     sample.warming_up = band == Band::WarmingUp;
+    sample.model_samples = model.samples;
     Scored {
         verdict: Verdict { score: raw / (raw + HALF_SCORE_BITS), raw, band, reasons, model_version: model.version },
         sample,

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use super::oip::SKETCH;
+use super::request::Extra;
 use super::{fnv1a, FieldKind, Sample};
 use crate::shapiro;
 
@@ -31,9 +32,15 @@ pub struct ClientState {
     last_ts: f64,
     rate1: f32,
     rate10: f32,
+    /// Highest 10 s rate of this client in earlier 30 s blocks (its own normal).
+    rate_peak: f32,
+    /// Highest 10 s rate in the current block, folded into the peak when it ends.
+    rate_block: f32,
+    block_start: f64,
+    sweep: f32,
+    /// Per model (two most recent): decayed input deviation and its count.
+    spread_models: [(u32, f32, u16); 2],
     reputation: f32,
-    spread: f32,
-    spread_n: u16,
     requests: u32,
     resp_bits: u32,
     resp_n: u8,
@@ -46,7 +53,9 @@ pub struct ClientState {
     prada: f32,
     endpoints: [u32; RECENT],
     fingerprints: [u64; RECENT],
+    credentials: [u32; RECENT],
     model: u64,
+    sketch_models: [u32; SKETCHES],
     sketches: [[f32; SKETCH]; SKETCHES],
     distances: [f32; DISTANCES],
 }
@@ -57,9 +66,12 @@ impl ClientState {
             last_ts: ts,
             rate1: 0.0,
             rate10: 0.0,
+            rate_peak: 0.0,
+            rate_block: 0.0,
+            block_start: ts,
+            sweep: 0.0,
+            spread_models: [(0, 0.0, 0); 2],
             reputation: 0.0,
-            spread: 0.0,
-            spread_n: 0,
             requests: 0,
             resp_bits: 0,
             resp_n: 0,
@@ -72,7 +84,9 @@ impl ClientState {
             prada: f32::NAN,
             endpoints: [0; RECENT],
             fingerprints: [0; RECENT],
+            credentials: [0; RECENT],
             model: 0,
+            sketch_models: [0; SKETCHES],
             sketches: [[0.0; SKETCH]; SKETCHES],
             distances: [0.0; DISTANCES],
         }
@@ -96,6 +110,14 @@ pub struct Signals {
     pub rate1: f64,
     /// Decayed request count, 10 s time constant.
     pub rate10: f64,
+    /// The client's 10 s rate over its own peak 10 s rate in earlier 30 s
+    /// blocks, after 100 requests.
+    pub burst: Option<f64>,
+    /// Decayed share of input elements held exactly fixed between successive
+    /// queries that are not duplicates (a grid sweep varies a few at a time).
+    pub sweep: Option<f64>,
+    /// Distinct credentials among the last 16 requests that carried one.
+    pub credentials: f64,
     /// Error share of the last responses (at least 8 seen).
     pub errors: Option<f64>,
     /// Distinct endpoints among the last 16 requests.
@@ -119,6 +141,13 @@ impl Signals {
     pub fn push(&self, sample: &mut Sample) {
         sample.push_num(FieldKind::Client, "rate1s", self.rate1);
         sample.push_num(FieldKind::Client, "rate10s", self.rate10);
+        if let Some(b) = self.burst {
+            sample.push_num(FieldKind::Client, "burst", b);
+        }
+        if let Some(w) = self.sweep {
+            sample.push_num(FieldKind::Client, "sweep", w);
+        }
+        sample.push_num(FieldKind::Client, "credentials", self.credentials);
         if let Some(e) = self.errors {
             sample.push_num(FieldKind::Client, "errors", e);
         }
@@ -255,23 +284,24 @@ impl Clients {
     }
 
     /// Update `client`'s window with one request and return its signals.
-    /// `endpoint` identifies the endpoint (method and template), `sketch` the
-    /// tensor sketch with its model hash, `deviation` how far the tensor lies
-    /// from learned inputs.
-    pub fn observe_request(
-        &mut self,
-        client: &str,
-        ts: f64,
-        endpoint: u32,
-        fingerprint: u64,
-        sketch: Option<(u64, [f32; SKETCH])>,
-        deviation: Option<f64>,
-    ) -> Signals {
+    /// `x` carries what extraction found: endpoint, fingerprint, credential,
+    /// tensor sketch (with its model hash) and input deviation.
+    pub fn observe_request(&mut self, client: &str, ts: f64, x: &Extra) -> Signals {
+        let (endpoint, fingerprint, sketch, deviation) = (x.endpoint, x.fingerprint, x.sketch, x.deviation);
         let st = self.touch(client, ts);
         let dt = (ts - st.last_ts).max(0.0);
         st.last_ts = st.last_ts.max(ts);
         st.rate1 = (f64::from(st.rate1) * (-dt).exp() + 1.0) as f32;
         st.rate10 = (f64::from(st.rate10) * (-dt / 10.0).exp() + 1.0) as f32;
+        // The client's own normal: its peak 10 s rate over earlier 30 s blocks
+        // (the current block cannot raise its own baseline).
+        if ts - st.block_start >= 30.0 {
+            st.rate_peak = st.rate_peak.max(st.rate_block);
+            st.rate_block = 0.0;
+            st.block_start = ts;
+        }
+        st.rate_block = st.rate_block.max(st.rate10);
+        let burst = (st.requests >= 100).then(|| f64::from(st.rate10) / f64::from(st.rate_peak).max(1.0));
         st.requests = st.requests.saturating_add(1);
 
         let filled = (st.requests as usize).min(RECENT);
@@ -280,40 +310,60 @@ impl Clients {
         let pos = st.recent_pos as usize;
         st.endpoints[pos] = endpoint;
         st.fingerprints[pos] = fingerprint;
+        st.credentials[pos] = x.credential.unwrap_or(0);
         st.recent_pos = ((pos + 1) % RECENT) as u8;
         let eps = &st.endpoints[..filled];
         let distinct = eps.iter().enumerate().filter(|(i, e)| !eps[..*i].contains(e)).count();
+        let creds = &st.credentials[..filled];
+        let credentials = creds.iter().enumerate().filter(|(i, c)| **c != 0 && !creds[..*i].contains(c)).count();
 
         let mut prada = None;
+        // The chain counts for this request only if this request extended it.
+        let mut chain = 0.0;
+        let mut sweep = None;
         if let Some((model, sk)) = sketch {
-            if model != st.model {
-                st.model = model;
-                st.sk_n = 0;
-                st.sk_pos = 0;
-                st.prada = f32::NAN;
-                st.md_n = 0;
-                st.md_pos = 0;
-                st.chain = 0;
-            }
+            // Slots remember their model: a client interleaving models keeps one
+            // history, and each query is compared with earlier ones to the same model.
+            let tag = model as u32;
             let n = st.sk_n as usize;
-            if n > 0 {
-                let prev_i = (st.sk_pos as usize + SKETCHES - 1) % SKETCHES;
+            let same = |i: usize| st.sketch_models[i] == tag;
+            let mut prev = None;
+            for back in 1..=n {
+                let i = (st.sk_pos as usize + SKETCHES - back) % SKETCHES;
+                if same(i) {
+                    prev = Some(i);
+                    break;
+                }
+            }
+            if let Some(prev_i) = prev {
                 let prev = &st.sketches[prev_i];
                 let step = dist(prev, &sk);
                 let scale = (norm(prev) + norm(&sk)) / 2.0 + 1e-12;
                 let rel = step / scale;
+                // Coordinates held exactly (both zero is padding, not information).
+                let live = prev.iter().zip(&sk).filter(|(a, b)| **a != 0.0 || **b != 0.0).count();
+                let fixed = prev.iter().zip(&sk).filter(|(a, b)| a == b && **a != 0.0).count();
+                if live > 0 && fixed < live {
+                    let share = fixed as f64 / live as f64;
+                    st.sweep = (f64::from(st.sweep) * 0.9 + share * 0.1) as f32;
+                    sweep = Some(f64::from(st.sweep).min(share));
+                }
                 if rel > 0.0 && rel < PERTURBATION {
                     st.chain = st.chain.saturating_add(1);
+                    chain = f64::from(st.chain);
                 } else if rel >= PERTURBATION {
                     st.chain = 0;
                 }
-                let dmin = st.sketches[..n].iter().map(|s| dist(s, &sk)).fold(f64::INFINITY, f64::min);
+                let dmin =
+                    (0..n).filter(|i| same(*i)).map(|i| dist(&st.sketches[i], &sk)).fold(f64::INFINITY, f64::min);
                 if dmin > 0.0 && dmin.is_finite() {
                     st.distances[st.md_pos as usize] = dmin as f32;
                     st.md_pos = ((st.md_pos as usize + 1) % DISTANCES) as u8;
                     st.md_n = (st.md_n + 1).min(DISTANCES as u8);
                 }
             }
+            st.model = model;
+            st.sketch_models[st.sk_pos as usize] = tag;
             st.sketches[st.sk_pos as usize] = sk;
             st.sk_pos = ((st.sk_pos as usize + 1) % SKETCHES) as u8;
             st.sk_n = (st.sk_n + 1).min(SKETCHES as u8);
@@ -331,22 +381,38 @@ impl Clients {
             }
         }
         let mut spread = None;
-        if let Some(d) = deviation.filter(|d| d.is_finite()) {
+        if let (Some(d), Some((model, _))) = (deviation.filter(|d| d.is_finite()), sketch) {
             let d = d.min(1e3);
-            st.spread = if st.spread_n == 0 { d as f32 } else { (f64::from(st.spread) * 0.8 + d * 0.2) as f32 };
-            st.spread_n = st.spread_n.saturating_add(1);
-            if st.spread_n >= 8 {
-                spread = Some(f64::from(st.spread));
+            let tag = model as u32;
+            // Two model slots: the matching one, else the least used is replaced.
+            let i = match st.spread_models.iter().position(|m| m.0 == tag) {
+                Some(i) => i,
+                None => {
+                    let i = usize::from(st.spread_models[1].2 < st.spread_models[0].2);
+                    st.spread_models[i] = (tag, 0.0, 0);
+                    i
+                }
+            };
+            let m = &mut st.spread_models[i];
+            m.1 = if m.2 == 0 { d as f32 } else { (f64::from(m.1) * 0.9 + d * 0.1) as f32 };
+            m.2 = m.2.saturating_add(1);
+            // Counted for this request only as far as the request itself deviates:
+            // a client's ordinary queries are not blamed for its odd ones.
+            if m.2 >= 8 {
+                spread = Some(f64::from(m.1).min(d));
             }
         }
         let errors = (st.resp_n >= 8).then(|| f64::from(st.resp_bits.count_ones()) / f64::from(st.resp_n));
         Signals {
             rate1: f64::from(st.rate1),
             rate10: f64::from(st.rate10),
+            burst,
+            sweep,
+            credentials: credentials as f64,
             errors,
             endpoints: distinct as f64,
             duplicates: duplicates as f64,
-            chain: f64::from(st.chain),
+            chain,
             prada,
             spread,
             reputation: f64::from(st.reputation),
@@ -384,10 +450,14 @@ fn norm(a: &[f32; SKETCH]) -> f64 {
 mod tests {
     use super::*;
 
+    fn ex(endpoint: u32, fingerprint: u64, sketch: Option<(u64, [f32; SKETCH])>) -> Extra {
+        Extra { sketch, deviation: None, fingerprint, credential: None, endpoint }
+    }
+
     #[test]
     fn per_client_state_is_at_most_2_kib() {
         let bytes = Clients::bytes_per_client();
-        // Measured: 1016 bytes (Entry 992 + table entry); the bound is 2 KiB.
+        // Measured: see bytes_per_client (Entry plus table entry); the bound is 2 KiB.
         assert!(bytes <= 2048, "{bytes} bytes per client");
         assert!(bytes >= std::mem::size_of::<ClientState>());
     }
@@ -396,16 +466,16 @@ mod tests {
     fn lru_bound_holds_and_evicts_least_recent() {
         let mut c = Clients::new(3);
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
-            c.observe_request(name, i as f64, 0, 0, None, None);
+            c.observe_request(name, i as f64, &ex(0, 0, None));
         }
-        c.observe_request("a", 3.0, 0, 0, None, None); // a is now most recent; b least
-        c.observe_request("d", 4.0, 0, 0, None, None);
+        c.observe_request("a", 3.0, &ex(0, 0, None)); // a is now most recent; b least
+        c.observe_request("d", 4.0, &ex(0, 0, None));
         assert_eq!(c.len(), 3);
         assert_eq!(c.evicted(), 1);
         assert!(c.get("b").is_none());
         assert!(c.get("a").is_some() && c.get("c").is_some() && c.get("d").is_some());
         for i in 0..1000 {
-            c.observe_request(&format!("x{i}"), 5.0, 0, 0, None, None);
+            c.observe_request(&format!("x{i}"), 5.0, &ex(0, 0, None));
             assert!(c.len() <= 3);
         }
     }
@@ -415,7 +485,7 @@ mod tests {
         let mut c = Clients::new(10);
         let mut s = Signals::default();
         for i in 0..20 {
-            s = c.observe_request("a", f64::from(i) * 0.01, i as u32 % 4, 7, None, None);
+            s = c.observe_request("a", f64::from(i) * 0.01, &ex(i as u32 % 4, 7, None));
         }
         assert!(s.rate1 > 15.0, "{}", s.rate1);
         assert_eq!(s.duplicates, 15.0);
@@ -423,7 +493,7 @@ mod tests {
         for _ in 0..10 {
             c.observe_response("a", 404, 0.01, 1.0);
         }
-        let s = c.observe_request("a", 1.0, 0, 1, None, None);
+        let s = c.observe_request("a", 1.0, &ex(0, 1, None));
         assert_eq!(s.errors, Some(1.0));
     }
 
@@ -435,10 +505,10 @@ mod tests {
         for i in 0..10 {
             let mut sk = base;
             sk[0] += i as f32 * 1e-3;
-            s = c.observe_request("adv", f64::from(i), 0, i as u64, Some((1, sk)), None);
+            s = c.observe_request("adv", f64::from(i), &ex(0, i as u64, Some((1, sk))));
         }
         assert_eq!(s.chain, 9.0);
-        let s = c.observe_request("adv", 11.0, 0, 99, Some((1, [5.0; SKETCH])), None);
+        let s = c.observe_request("adv", 11.0, &ex(0, 99, Some((1, [5.0; SKETCH]))));
         assert_eq!(s.chain, 0.0);
     }
 }

@@ -240,6 +240,8 @@ pub struct Sample {
     pub flagged: bool,
     /// Whether the model was still warming up when it was scored.
     pub warming_up: bool,
+    /// Samples the scoring model had learned (calibration skips young models).
+    pub model_samples: u64,
 }
 
 impl Sample {

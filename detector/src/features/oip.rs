@@ -58,6 +58,8 @@ pub struct TensorObs {
     pub min: f64,
     /// Largest finite element.
     pub max: f64,
+    /// Per-position deviation, when positions were learned.
+    pub deviation: Option<f64>,
 }
 
 /// Root mean square of the per-position z-scores of the leading elements
@@ -413,10 +415,13 @@ pub fn extract(
             name.truncate(base);
             if sample.tensors.len() < 8 {
                 let lead = nums.iter().take(POSITIONS).map(|v| *v as f32).collect();
-                sample.tensors.push(TensorObs { input: name.clone(), lead, min: st.min, max: st.max });
+                sample.tensors.push(TensorObs { input: name.clone(), lead, min: st.min, max: st.max, deviation: dev });
             }
             if summary.sketch.is_none() {
-                summary.deviation = dev;
+                // For the client window: relative to this input's usual deviation,
+                // so that inputs of different widths compare.
+                let usual = learned.map(|p| &p.deviation).filter(|d| d.n >= crate::profile::MIN_OBS);
+                summary.deviation = dev.zip(usual).map(|(d, u)| d / u.mean.max(1e-9));
                 summary.sketch = Some((super::fnv1a(model.as_bytes()), sketch(&nums)));
             }
         }

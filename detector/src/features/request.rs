@@ -38,6 +38,11 @@ pub struct Extra {
     pub deviation: Option<f64>,
     /// Fingerprint of method, URI and body (near-duplicate detection).
     pub fingerprint: u64,
+    /// Hash of the credential the request carried (`authorization`, `cookie`,
+    /// `x-api-key` or `api-key` header), if any.
+    pub credential: Option<u32>,
+    /// Identity of the endpoint (method and template), set by the scorer.
+    pub endpoint: u32,
 }
 
 /// Split an origin-form URI into path and query (a fragment is dropped).
@@ -178,6 +183,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     let mut ct = "";
     let mut header_bytes = 0usize;
     let mut oip_header_len = None;
+    let mut credential = None;
     for (i, (name, value)) in req.headers.iter().enumerate() {
         header_bytes += name.len() + value.len() + 4;
         if i >= 64 {
@@ -191,6 +197,8 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
             ct = value;
         } else if lname == "inference-header-content-length" {
             oip_header_len = value.trim().parse::<usize>().ok();
+        } else if matches!(lname, "authorization" | "cookie" | "x-api-key" | "api-key") && credential.is_none() {
+            credential = Some(super::fnv1a(value.as_bytes()) as u32);
         }
         let vb = value.as_bytes();
         sample.fields.push(super::FieldObs {
@@ -264,7 +272,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     let mut fp = super::fingerprint(req.method.as_bytes());
     fp ^= super::fingerprint(req.uri.as_bytes()).rotate_left(17);
     fp ^= super::fingerprint(body).rotate_left(31);
-    Extra { sketch, deviation, fingerprint: fp }
+    Extra { sketch, deviation, fingerprint: fp, credential, endpoint: 0 }
 }
 
 #[inline]

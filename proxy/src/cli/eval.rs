@@ -40,6 +40,10 @@ pub struct EvalArgs {
     /// Start from a model snapshot (from --save-model) instead of an empty one.
     #[arg(long)]
     pub load_model: Option<PathBuf>,
+    /// Print the N highest-scoring normal and the N lowest-scoring attack requests
+    /// of the test file, with their reasons, to stderr (for tuning).
+    #[arg(long, default_value_t = 0)]
+    pub show: usize,
 }
 
 /// Requests between progress lines on stderr.
@@ -90,6 +94,15 @@ fn replay_file(path: &Path, skip_bad: bool, phase: &str, mut each: impl FnMut(Re
         eprintln!("meshward eval: {phase}: skipped {e}");
     }
     Ok(records.skipped())
+}
+
+/// Keep the `n` highest-scoring normal and `n` lowest-scoring attack entries.
+fn keep_extremes(v: &mut Vec<(f64, bool, String, String)>, n: usize) {
+    v.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let normal = v.iter().filter(|e| !e.1).take(n).cloned();
+    let mut attack: Vec<_> = v.iter().rev().filter(|e| e.1).take(n).cloned().collect();
+    attack.reverse();
+    *v = normal.chain(attack).collect();
 }
 
 #[derive(Default)]
@@ -147,10 +160,21 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let mut scenario_ids: HashMap<String, u32> = HashMap::new();
     let mut tallies: HashMap<String, ClientTally> = HashMap::new();
     let mut warming = 0u64;
+    // (score, label, line summary, reasons) of the extremes, when --show asks for them.
+    let mut shown: Vec<(f64, bool, String, String)> = Vec::new();
     let test_start = Instant::now();
     skipped += replay_file(&args.test, args.skip_bad, "test", |r| {
         let v = replay.step(&r);
         let is_attack = r.label == Label::Attack;
+        if args.show > 0 {
+            let reasons: Vec<String> =
+                v.reasons.iter().map(|x| format!("{:.1} {}", x.contribution, x.message())).collect();
+            let what = format!("{} {} {} {}", r.client, r.method, r.uri, r.scenario.as_deref().unwrap_or(""));
+            shown.push((v.raw, is_attack, what, reasons.join("; ")));
+            if shown.len() > 20 * args.show + 1000 {
+                keep_extremes(&mut shown, args.show);
+            }
+        }
         warming += u64::from(v.band == meshward_detector::Band::WarmingUp);
         scores.push(v.score);
         attack.push(is_attack);
@@ -174,6 +198,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         }
     })?;
     let test_seconds = test_start.elapsed().as_secs_f64();
+    if args.show > 0 {
+        keep_extremes(&mut shown, args.show);
+        for (raw, is_attack, what, reasons) in &shown {
+            let label = if *is_attack { "attack" } else { "normal" };
+            eprintln!("{label} {raw:.1} bits: {what}: {reasons}");
+        }
+    }
 
     let n = scores.len();
     let attacks = attack.iter().filter(|a| **a).count();

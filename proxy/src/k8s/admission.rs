@@ -10,7 +10,7 @@
 //! same result, and gets no patch.
 
 use base64::Engine as _;
-use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube_core::DynamicObject;
 use serde_json::Value;
 
@@ -71,7 +71,8 @@ pub fn review(body: &[u8], settings: &Settings) -> Answer {
         Ok(r) => r,
         Err(_) => return malformed(body, "AdmissionReview has no request"),
     };
-    let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
+    // Only new pods: a running pod's containers cannot change.
+    let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod" && req.operation == Operation::Create;
     let Some(object) = req.object.as_ref().filter(|_| is_pod) else {
         return answer(AdmissionResponse::from(&req), Decision::Ignored);
     };
@@ -238,6 +239,15 @@ mod tests {
     }
 
     #[test]
+    fn updates_and_other_kinds_are_allowed_untouched() {
+        let s = Settings::default();
+        let body = String::from_utf8(review_of(&pod())).expect("utf8").replace("\"CREATE\"", "\"UPDATE\"");
+        let a = review(body.as_bytes(), &s);
+        assert_eq!(a.decision, Decision::Ignored);
+        assert!(response(&a).get("patch").is_none());
+    }
+
+    #[test]
     fn host_network_and_opted_out_are_allowed_untouched_with_a_reason() {
         let s = Settings::default();
         let mut p = pod();
@@ -254,6 +264,35 @@ mod tests {
         assert_eq!(a.decision, Decision::Skipped(Skip::OptedOut));
         let r = response(&a);
         assert!(r["warnings"][0].as_str().is_some_and(|w| w.contains("meshward.dev/colour")), "{r}");
+    }
+
+    /// Truncations and byte flips of a valid review (what a broken proxy
+    /// or a fuzzer sends): always a JSON AdmissionReview answer, never a
+    /// panic, and a patch only for reviews that still parse.
+    #[test]
+    fn mangled_reviews_always_get_an_answer() {
+        let s = Settings::default();
+        let valid = review_of(&pod());
+        let mut cases: Vec<Vec<u8>> = (0..valid.len()).step_by(7).map(|n| valid[..n].to_vec()).collect();
+        for (i, byte) in [b'"', b'{', b'}', b'[', b':', b',', 0xff, b'0'].into_iter().enumerate() {
+            for pos in (i..valid.len()).step_by(13) {
+                let mut m = valid.clone();
+                m[pos] = byte;
+                cases.push(m);
+            }
+        }
+        let mut answered = [0usize; 2];
+        for body in &cases {
+            let a = review(body, &s);
+            let v: Value = serde_json::from_slice(&a.body).expect("answer is JSON");
+            assert_eq!(v["kind"], "AdmissionReview");
+            assert!(a.status == 200 || a.status == 400);
+            if v["response"].get("patch").is_some() {
+                assert!(serde_json::from_slice::<Value>(body).is_ok());
+            }
+            answered[usize::from(a.decision == Decision::Malformed)] += 1;
+        }
+        assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
     }
 
     #[test]

@@ -175,21 +175,13 @@ pub fn parse(
     namespace: &BTreeMap<String, String>,
     pod: &BTreeMap<String, String>,
 ) -> Result<(PodOptions, Vec<String>), AnnotationError> {
+    let warnings = unknown(namespace, pod);
     let mut merged: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut warnings = Vec::new();
-    for (origin, map) in [("namespace", namespace), ("pod", pod)] {
+    for map in [namespace, pod] {
         for (k, v) in map {
-            if !k.starts_with(PREFIX) {
-                continue;
+            if KNOWN.contains(&k.as_str()) {
+                merged.insert(k.as_str(), v.as_str());
             }
-            if !KNOWN.contains(&k.as_str()) {
-                warnings.push(format!(
-                    "unknown {origin} annotation {k} ignored (meshward reads: {})",
-                    KNOWN.iter().map(|k| &k[PREFIX.len()..]).collect::<Vec<_>>().join(", ")
-                ));
-                continue;
-            }
-            merged.insert(k.as_str(), v.as_str());
         }
     }
     let mut o = PodOptions::default();
@@ -259,6 +251,20 @@ pub fn parse(
         }
     }
     Ok((o, warnings))
+}
+
+/// A warning per `meshward.dev/*` key meshward does not know (a typo must not silently do nothing).
+pub fn unknown(namespace: &BTreeMap<String, String>, pod: &BTreeMap<String, String>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (origin, map) in [("namespace", namespace), ("pod", pod)] {
+        for k in map.keys().filter(|k| k.starts_with(PREFIX) && !KNOWN.contains(&k.as_str())) {
+            warnings.push(format!(
+                "unknown {origin} annotation {k} ignored (meshward reads: {})",
+                KNOWN.iter().map(|k| &k[PREFIX.len()..]).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    warnings
 }
 
 fn boolean(v: &str) -> Option<bool> {

@@ -171,10 +171,13 @@ pub fn inject_pod(
     let meta = metadata.as_mapping_mut().ok_or_else(|| shape("metadata is not a mapping"))?;
     let spec = spec.as_mapping_mut().ok_or_else(|| shape("pod spec is not a mapping"))?;
     let pod_annotations = string_map(meta.get("annotations"));
-    let (opts, warnings) = annotations::parse(namespace_annotations, &pod_annotations)?;
-    if opts.inject == Some(false) {
+    // An opted-out pod is left alone even if its other annotations are invalid.
+    let inject = pod_annotations.get(annotations::INJECT).or_else(|| namespace_annotations.get(annotations::INJECT));
+    if inject.is_some_and(|v| matches!(v.trim(), "disabled" | "false")) {
+        let warnings = annotations::unknown(namespace_annotations, &pod_annotations);
         return Ok(Report { outcome: Outcome::Skipped(Skip::OptedOut), warnings });
     }
+    let (opts, warnings) = annotations::parse(namespace_annotations, &pod_annotations)?;
     if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
         return Ok(Report { outcome: Outcome::Skipped(Skip::HostNetwork), warnings });
     }

@@ -153,6 +153,14 @@ items:
 }
 
 #[test]
+fn opted_out_pod_with_a_bad_annotation_is_skipped_not_refused() {
+    let (_, r) = inject(
+        "{kind: Pod, metadata: {name: p, annotations: {meshward.dev/inject: disabled, meshward.dev/proxy-cpu: lots}}, spec: {containers: []}}",
+    );
+    assert_eq!(r.pods[0].1.outcome, Outcome::Skipped(Skip::OptedOut));
+}
+
+#[test]
 fn namespace_annotations_are_defaults() {
     let mut v = doc(
         "{apiVersion: v1, kind: Pod, metadata: {name: p, namespace: ml}, spec: {containers: [{name: a, image: a}]}}",

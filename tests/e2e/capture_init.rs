@@ -43,14 +43,25 @@ S(("::", 8080), H).serve_forever()
 
 struct Net {
     v: &'static str,
+    /// Pod annotations for `meshward inject` (e.g. IPv4 only).
+    annotations: &'static str,
     a: &'static str,
     b: &'static str,
     prefix: u8,
     url_host: &'static str,
 }
 
-const V4: Net = Net { v: "4", a: "198.18.1.1", b: "198.18.1.2", prefix: 24, url_host: "198.18.1.2" };
-const V6: Net = Net { v: "6", a: "2001:db8:1::1", b: "2001:db8:1::2", prefix: 64, url_host: "[2001:db8:1::2]" };
+const V4: Net = Net { v: "4", annotations: "{}", a: "198.18.1.1", b: "198.18.1.2", prefix: 24, url_host: "198.18.1.2" };
+const V6: Net =
+    Net { v: "6", annotations: "{}", a: "2001:db8:1::1", b: "2001:db8:1::2", prefix: 64, url_host: "[2001:db8:1::2]" };
+
+/// `meshward.dev/ipv6: "false"`: IPv4 listeners (0.0.0.0) and iptables rules only.
+const V4_ONLY: Net = Net { v: "4o", annotations: "{meshward.dev/ipv6: 'false'}", ..V4 };
+
+#[test]
+fn meshward_init_captures_ipv4_only_pod() {
+    scenario(&V4_ONLY);
+}
 
 #[test]
 fn meshward_init_captures_ipv4() {
@@ -209,11 +220,11 @@ impl Drop for Pods {
 }
 
 /// The injected pod's init-container args and proxy env (labels file mapped to `labels_dir`).
-fn injected_pod(labels_dir: &str) -> (Vec<String>, Vec<(String, String)>) {
-    let (out, _) = inject(
-        &["-"],
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: model, namespace: ml, labels: {app: model}}\nspec: {serviceAccountName: model, containers: [{name: model, image: model, ports: [{containerPort: 8080}]}]}\n",
+fn injected_pod(labels_dir: &str, annotations: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: model, namespace: ml, labels: {{app: model}}, annotations: {annotations}}}\nspec: {{serviceAccountName: model, containers: [{{name: model, image: model, ports: [{{containerPort: 8080}}]}}]}}\n"
     );
+    let (out, _) = inject(&["-"], &pod);
     let doc = documents(&out).pop().expect("pod");
     let spec = typed_pod_spec(&doc).expect("spec");
     let init = spec.init_containers.iter().flatten().find(|c| c.name == "meshward-init").expect("init");
@@ -261,7 +272,7 @@ fn scenario(net: &Net) {
     let bin = bin.to_str().expect("utf8").to_owned();
     std::fs::write(pods.path("labels"), "app=\"model\"\n").expect("labels");
     std::fs::set_permissions(pods.path("labels"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let (init_args, env) = injected_pod(pods.dir.path().to_str().expect("utf8"));
+    let (init_args, env) = injected_pod(pods.dir.path().to_str().expect("utf8"), net.annotations);
 
     // A non-root process has no CAP_NET_ADMIN: a clear error, nothing written.
     let argv: Vec<&str> =
@@ -278,7 +289,13 @@ fn scenario(net: &Net) {
         let o = pods.exec(&b, &init);
         assert_eq!(o.code, Some(0), "meshward init in B: {}", o.stderr);
     }
-    for tool in ["iptables-save", "ip6tables-save"] {
+    if net.v == "4o" {
+        assert!(init_args.contains(&"--ipv6=false".to_owned()), "{init_args:?}");
+        let saved = pods.exec(&b, &["ip6tables-save", "-t", "nat"]).stdout;
+        assert!(!saved.contains("MESHWARD"), "IPv4-only pod got ip6tables rules: {saved}");
+    }
+    let tools: &[&str] = if net.v == "4o" { &["iptables-save"] } else { &["iptables-save", "ip6tables-save"] };
+    for tool in tools {
         let saved = pods.exec(&b, &[tool, "-t", "nat"]).stdout;
         assert_eq!(saved.matches("-A PREROUTING -p tcp -j MESHWARD_INBOUND").count(), 1, "{tool}: {saved}");
         assert_eq!(saved.matches("-A MESHWARD_INBOUND -p tcp -j MESHWARD_IN_REDIRECT").count(), 1, "{tool}: {saved}");

@@ -350,4 +350,18 @@ async fn serving_certificate_reloads_and_latency() {
     let metrics = String::from_utf8_lossy(&c.request("GET", "/metrics", Vec::new()).await.1).into_owned();
     assert!(metrics.contains("meshward_injector_certificate_reloads_total{result=\"failure\"}"), "{metrics}");
     assert!(metrics.contains("meshward_injector_certificate_reloads_total{result=\"success\"}"), "{metrics}");
+
+    // SIGTERM: the open keep-alive connections are closed gracefully and the process exits 0.
+    let mut inj = inj;
+    let pid = inj.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let status = loop {
+        if let Some(status) = inj.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "injector did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "injector exited with {status}");
 }

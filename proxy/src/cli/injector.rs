@@ -34,6 +34,8 @@ use crate::k8s::inject::Settings;
 
 /// The API server sends whole pods; 8 MiB is far above any real pod.
 const MAX_BODY: usize = 8 << 20;
+/// Time open connections get to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Time for a client to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -108,6 +110,9 @@ pub async fn run(args: InjectorArgs) -> anyhow::Result<()> {
     ));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // On SIGTERM, open connections finish their request in flight and close
+    // (the API server retries a review on a new connection, to another replica).
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -123,6 +128,7 @@ pub async fn run(args: InjectorArgs) -> anyhow::Result<()> {
         };
         let acceptor = TlsAcceptor::from(tls.load_full());
         let state = state.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -131,12 +137,16 @@ pub async fn run(args: InjectorArgs) -> anyhow::Result<()> {
             };
             let service = hyper::service::service_fn(move |req| handle(req, state.clone()));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
-    tracing::info!("meshward injector stopping");
+    tracing::info!(open = graceful.count(), "meshward injector stopping");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+    }
     Ok(())
 }
 

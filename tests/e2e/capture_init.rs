@@ -281,6 +281,13 @@ fn scenario(net: &Net) {
     assert_ne!(denied.code, Some(0));
     assert!(denied.stderr.contains("CAP_NET_ADMIN is missing"), "{}", denied.stderr);
 
+    // Without the iptables binaries: an error that names the missing one.
+    let argv: Vec<&str> =
+        ["env", "PATH=/nonexistent", bin.as_str()].into_iter().chain(init_args.iter().map(String::as_str)).collect();
+    let missing = pods.exec(&b, &argv);
+    assert_ne!(missing.code, Some(0));
+    assert!(missing.stderr.contains("`iptables-save` was not found"), "{}", missing.stderr);
+
     // The capture init container, as injected, in both pods (twice in B: re-running is safe).
     let init: Vec<&str> = [bin.as_str()].into_iter().chain(init_args.iter().map(String::as_str)).collect();
     let o = pods.exec(&a, &init);

@@ -43,7 +43,8 @@ pub enum Command {
     Inject(inject::InjectArgs),
     /// Run the mutating admission webhook that injects the sidecar into new pods (HTTPS).
     Injector(injector::InjectorArgs),
-    /// Write the traffic-capture iptables rules in this network namespace (the pod's capture init container).
+    /// Write the traffic-capture iptables rules in this network namespace (the pod's capture init container; run
+    /// elsewhere it captures that host's traffic: see --dry-run).
     Init(init::InitArgs),
     /// Wait until the local proxy's /ready answers 200 (postStart hook of legacy sidecars).
     WaitReady(init::WaitReadyArgs),

@@ -252,8 +252,11 @@ impl fmt::Display for Reason {
 pub struct Verdict {
     /// Anomaly score in [0, 1] (monotone in `raw`).
     pub score: f64,
-    /// Raw score: surprise in bits.
+    /// Raw score: surprise in bits (the request's own evidence plus its
+    /// client's reputation).
     pub raw: f64,
+    /// The request's own evidence, without reputation: the band is decided on it.
+    pub own: f64,
     /// Band from the calibrated thresholds.
     pub band: Band,
     /// Top reasons, largest contribution first.
@@ -478,6 +481,10 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
 
     // Reputation: a quarter of the client's recent mean surprise beyond the
     // suspicious threshold (ordinary noise builds none).
+    // It raises the score (ranking, alerts) but never the band: a request is
+    // flagged on its own evidence, so a client's ordinary requests are not
+    // blocked for its odd ones.
+    let own = acc.raw;
     let rep = (0.25 * signals.reputation).min(REPUTATION_CAP);
     acc.add(rep, || Reason {
         family: Family::Client,
@@ -488,13 +495,13 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     });
 
     let raw = acc.raw;
-    let excess = if model.ready { raw - model.thresholds.suspicious } else { 0.0 };
+    let excess = if model.ready { own - model.thresholds.suspicious } else { 0.0 };
     clients.observe_score(req.client, excess.max(0.0));
     let band = if !model.ready {
         Band::WarmingUp
-    } else if raw >= model.thresholds.anomalous {
+    } else if own >= model.thresholds.anomalous {
         Band::Anomalous
-    } else if raw >= model.thresholds.suspicious {
+    } else if own >= model.thresholds.suspicious {
         Band::Suspicious
     } else {
         Band::Normal
@@ -502,12 +509,19 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     let mut reasons = acc.reasons;
     reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
     reasons.truncate(MAX_REASONS);
-    sample.raw = raw;
+    sample.raw = own;
     sample.flagged = band == Band::Anomalous;
     sample.warming_up = band == Band::WarmingUp;
     sample.model_samples = model.samples;
     Scored {
-        verdict: Verdict { score: raw / (raw + HALF_SCORE_BITS), raw, band, reasons, model_version: model.version },
+        verdict: Verdict {
+            score: raw / (raw + HALF_SCORE_BITS),
+            raw,
+            own,
+            band,
+            reasons,
+            model_version: model.version,
+        },
         sample,
     }
 }

@@ -234,7 +234,8 @@ pub struct Sample {
     /// Leading elements (at most [`oip::POSITIONS`]) of each numeric input,
     /// by `model/input`, for the learned per-position statistics.
     pub tensors: Vec<oip::TensorObs>,
-    /// Raw anomaly score the request got (surprise bits), for calibration.
+    /// The request's own anomaly score (surprise bits, without the client's
+    /// reputation), for calibration.
     pub raw: f64,
     /// Whether the verdict flagged it (band anomalous); such samples are refused.
     pub flagged: bool,

@@ -131,6 +131,9 @@ pub struct FieldProfile {
     pub num: Stat,
     /// Distinct value hashes with counts; `None` once there were too many.
     pub cats: Option<Vec<(u64, u32)>>,
+    /// Whether the field is in its endpoint's `required` list.
+    #[serde(default)]
+    pub required: bool,
 }
 
 impl FieldProfile {
@@ -339,7 +342,7 @@ impl EndpointProfile {
     /// Recompute derived statistics (Good-Turing counts, required fields).
     fn refresh(&mut self) {
         self.required.clear();
-        for (k, map) in self.fields.iter().enumerate() {
+        for (k, map) in self.fields.iter_mut().enumerate() {
             if let Some(o) = self.once.get_mut(k) {
                 *o = map.values().filter(|p| p.n == 1).count() as u64;
             }
@@ -348,8 +351,9 @@ impl EndpointProfile {
             {
                 continue;
             }
-            for (name, p) in map {
-                if p.n as f64 >= 0.99 * self.n as f64 && !name.starts_with(':') {
+            for (name, p) in map.iter_mut() {
+                p.required = p.n as f64 >= 0.99 * self.n as f64 && !name.starts_with(':');
+                if p.required {
                     self.required.push((kind, name.clone()));
                 }
             }

@@ -383,6 +383,7 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     // and so do the elements of one BYTES input: each input counts its strongest
     // surprise plus a quarter of the rest.
     let mut group = Group::default();
+    let mut required_seen = [0usize; 2];
     for o in &sample.fields {
         let name = sample.name(o);
         let owner = if service_level(o.kind) { Some(&profiles.service) } else { endpoint };
@@ -393,7 +394,8 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
             FieldKind::TensorBytes => name,
             _ => "",
         };
-        if key != group.key {
+        // Most fields are not grouped (empty key): skip the string comparison.
+        if (key.is_empty() != group.key.is_empty()) || (!key.is_empty() && key != group.key) {
             group.flush(&mut acc);
             group.key.clear();
             group.key.push_str(key);
@@ -402,6 +404,13 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
             continue; // judged below, against PRADA's own threshold
         }
         let (bits, why) = match owner.field(o.kind, name) {
+            Some(p) if p.required => {
+                required_seen[usize::from(service_level(o.kind))] += 1;
+                match p.surprise(o) {
+                    (bits, Some(why)) => (bits, Why::Field(why)),
+                    _ => continue,
+                }
+            }
             Some(p) => match p.surprise(o) {
                 (bits, Some(why)) => (bits, Why::Field(why)),
                 _ => continue,
@@ -418,8 +427,14 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     }
     group.flush(&mut acc);
 
-    // Usual fields that are missing.
-    for owner in [endpoint, Some(&profiles.service)].into_iter().flatten() {
+    // Usual fields that are missing. The field loop counted the required ones
+    // it saw; only when a count falls short are names compared.
+    let owners = [(endpoint, required_seen[0]), (Some(&profiles.service), required_seen[1])];
+    for (owner, seen) in owners {
+        let Some(owner) = owner else { continue };
+        if seen == owner.required.len() {
+            continue;
+        }
         for (kind, name) in &owner.required {
             if sample.fields.iter().any(|o| o.kind == *kind && sample.name(o) == name) {
                 continue;

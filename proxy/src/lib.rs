@@ -8,6 +8,8 @@
 //! socket, file and timer.
 //!
 //! Start reading at [`pipeline`] (the request's life) and [`cli::run`].
+//! Kubernetes sidecar injection and capture rules are pure functions in
+//! [`k8s`]; `cli::{inject, injector, init}` do their I/O.
 
 #![warn(missing_docs)]
 

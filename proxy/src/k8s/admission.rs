@@ -4,7 +4,7 @@
 //! `cli::injector` hands over the bytes and sends back what this returns.
 //!
 //! The patch is the difference between the pod as received and the pod
-//! after [`inject_pod`](super::inject::inject_pod), the same function
+//! after [`inject_pod`], the same function
 //! `meshward inject` uses, so both produce the same pod. A reinvoked review
 //! (the API server may call twice) sees an injected pod, re-injects it to the
 //! same result, and gets no patch.

@@ -104,6 +104,9 @@ pub struct RawConfig {
 pub struct RawWorkload {
     /// The pod's namespace (e.g. from the downward API via
     /// `MESHWARD_WORKLOAD__NAMESPACE`). Policies of other namespaces do not apply.
+    /// Any scalar is taken as text: environment values are read as YAML, and
+    /// namespaces such as `true` or `2024` must not fail the config.
+    #[serde(default, deserialize_with = "scalar_as_text")]
     pub namespace: Option<String>,
     /// The pod's labels, matched by policies' `selector.matchLabels`.
     #[serde(default)]
@@ -766,6 +769,17 @@ impl TryFrom<RawConfig> for Config {
     }
 }
 
+/// A string, bool or number read as its text (`true` -> "true").
+fn scalar_as_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<serde_yaml::Value>::deserialize(d)? {
+        None | Some(serde_yaml::Value::Null) => Ok(None),
+        Some(serde_yaml::Value::String(s)) => Ok(Some(s)),
+        Some(serde_yaml::Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(serde_yaml::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!("expected a namespace name, got {other:?}"))),
+    }
+}
+
 /// The checked `workload:` section; labels from the file win over inline ones.
 fn workload(raw: RawWorkload) -> Result<Option<meshward_policies::compile::Workload>, ConfigError> {
     if raw.namespace.is_none() && raw.labels.is_empty() && raw.labels_file.is_none() {
@@ -816,6 +830,11 @@ mod tests {
         assert_eq!(w.labels.get("app").map(String::as_str), Some("fraud-model"));
         assert_eq!(w.labels.get("tier").map(String::as_str), Some("gold"));
         assert!(Config::from_yaml(BASE).expect("valid").workload.is_none(), "no section: every policy applies");
+        // Environment values are YAML: a namespace called `true` or `2024` is still a name.
+        for (raw, want) in [("true", "true"), ("2024", "2024"), ("ml", "ml")] {
+            let c = Config::from_yaml(&format!("{BASE}workload: {{namespace: {raw}}}\n")).expect("valid");
+            assert_eq!(c.workload.and_then(|w| w.namespace).as_deref(), Some(want));
+        }
         std::fs::write(&file, "garbage line\n").expect("write");
         let e = err(&yaml);
         assert!(

@@ -23,7 +23,36 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("http1_request_head", check_http1_request_head),
     ("policy_file", check_policy_file),
     ("oip_v2", check_oip_v2),
+    ("admission_review", check_admission_review),
 ];
+
+// ------------------------------------------------------- admission_review
+
+/// An AdmissionReview body as the API server would send the injector. The
+/// answer is always a JSON AdmissionReview (HTTP 200, or 400 when there is no
+/// uid to answer to) echoing the request's uid; a patched answer is a
+/// JSONPatch, and the same body always gets the same answer.
+pub fn check_admission_review(data: &[u8]) {
+    use meshward::k8s::admission::{review, Decision};
+    let settings = meshward::k8s::inject::Settings::default();
+    let a = review(data, &settings);
+    assert!(a.status == 200 || a.status == 400, "status {}", a.status);
+    let body: serde_json::Value = serde_json::from_slice(&a.body).expect("the answer is JSON");
+    assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(body["kind"], "AdmissionReview");
+    let resp = &body["response"];
+    assert!(resp["allowed"].is_boolean(), "response.allowed missing: {body}");
+    if a.status == 200 {
+        if let Ok(sent) = serde_json::from_slice::<serde_json::Value>(data) {
+            assert_eq!(resp["uid"], sent["request"]["uid"], "uid not echoed");
+        }
+    }
+    if a.decision == Decision::Injected {
+        assert_eq!(resp["patchType"], "JSONPatch");
+        assert!(resp["patch"].is_string(), "patch is base64 text");
+    }
+    assert_eq!(review(data, &settings).body, a.body, "same review, different answers");
+}
 
 // ----------------------------------------------------------------- oip_v2
 

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use meshward_fuzz::{
-    check_config, check_http1_request_head, check_oip_v2, check_policy_file, check_spiffe_id, HTTP1_HEADER,
+    check_admission_review, check_config, check_http1_request_head, check_oip_v2, check_policy_file, check_spiffe_id,
+    HTTP1_HEADER,
 };
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -48,6 +49,11 @@ fn spiffe_id_seeds() {
 #[test]
 fn policy_file_seeds() {
     assert!(replay("policy_file", check_policy_file) >= 5, "seeds/policy_file is missing");
+}
+
+#[test]
+fn admission_review_seeds() {
+    assert!(replay("admission_review", check_admission_review) >= 5, "seeds/admission_review is missing");
 }
 
 #[test]

@@ -251,14 +251,19 @@ impl Sample {
         self.names.get(f.name.0 as usize..f.name.1 as usize).unwrap_or("")
     }
 
-    /// Add a field observation for a value given as bytes.
-    pub(crate) fn push_field(&mut self, kind: FieldKind, name: &str, value: &[u8], extra_classes: u64) {
+    /// Appends `name` to the name arena and returns its range.
+    fn intern(&mut self, name: &str) -> (u32, u32) {
         let start = self.names.len() as u32;
         self.names.push_str(name);
-        let end = self.names.len() as u32;
+        (start, self.names.len() as u32)
+    }
+
+    /// Add a field observation for a value given as bytes.
+    pub(crate) fn push_field(&mut self, kind: FieldKind, name: &str, value: &[u8], extra_classes: u64) {
+        let name = self.intern(name);
         self.fields.push(FieldObs {
             kind,
-            name: (start, end),
+            name,
             classes: classes_of(value) | extra_classes,
             len: value.len().min(u32::MAX as usize) as u32,
             num: parse_num(value),
@@ -268,28 +273,17 @@ impl Sample {
 
     /// Add a numeric field observation (tensor statistics, client signals).
     pub(crate) fn push_num(&mut self, kind: FieldKind, name: &str, v: f64) {
-        let start = self.names.len() as u32;
-        self.names.push_str(name);
-        let end = self.names.len() as u32;
+        let name = self.intern(name);
         let v = if v.is_finite() { v } else { 0.0 };
-        self.fields.push(FieldObs {
-            kind,
-            name: (start, end),
-            classes: 1 << class::DIGIT,
-            len: 0,
-            num: Some(v),
-            hash: v.to_bits(),
-        });
+        self.fields.push(FieldObs { kind, name, classes: 1 << class::DIGIT, len: 0, num: Some(v), hash: v.to_bits() });
     }
 
     /// Add a categorical field observation (a datatype, a shape).
     pub(crate) fn push_cat(&mut self, kind: FieldKind, name: &str, value: &[u8]) {
-        let start = self.names.len() as u32;
-        self.names.push_str(name);
-        let end = self.names.len() as u32;
+        let name = self.intern(name);
         self.fields.push(FieldObs {
             kind,
-            name: (start, end),
+            name,
             classes: 0,
             len: value.len().min(u32::MAX as usize) as u32,
             num: None,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{metric_sum, Pki, BIN, CLIENT_ID, IDENTITY_HEADER, SERVER_ID};
+use crate::util::{metric_sum, teardown_netns_pods, Pki, BIN, CLIENT_ID, IDENTITY_HEADER, SERVER_ID};
 
 const SIDECAR: [&str; 4] = ["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups"];
 const WAIT: Duration = Duration::from_secs(15);
@@ -238,20 +238,11 @@ impl Pods {
 
 impl Drop for Pods {
     fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill(); // SIGKILL by PID
-            let _ = child.wait();
-        }
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        if std::thread::panicking() {
-            eprintln!("---- commands ----\n{}", self.transcript.borrow());
-            for (name, _) in &self.children {
-                let log = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
-                eprintln!("---- {name}.log ----\n{log}");
-            }
-        }
+        let dir = self.dir.path().to_owned();
+        let transcript = self.transcript.borrow().to_string();
+        teardown_netns_pods(&mut self.children, &[&self.a, &self.b], &transcript, |name| {
+            dir.join(format!("{name}.log"))
+        });
     }
 }
 

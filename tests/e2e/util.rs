@@ -519,3 +519,28 @@ pub async fn mtls_get(inbound: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Re
     let text = String::from_utf8_lossy(&out);
     text.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no HTTP answer: {text:?}"))
 }
+
+/// Ends a network-namespace test: kills every process it started (by PID),
+/// deletes its namespaces and, when the test failed, prints the commands it
+/// ran and each process's log.
+pub fn teardown_netns_pods(
+    children: &mut [(String, Child)],
+    namespaces: &[&str],
+    transcript: &str,
+    log_path: impl Fn(&str) -> PathBuf,
+) {
+    for (_, child) in children.iter_mut() {
+        let _ = child.kill(); // SIGKILL by PID
+        let _ = child.wait();
+    }
+    for ns in namespaces {
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    }
+    if std::thread::panicking() {
+        eprintln!("---- commands ----\n{transcript}");
+        for (name, _) in children.iter() {
+            let log = std::fs::read_to_string(log_path(name)).unwrap_or_default();
+            eprintln!("---- {name}.log ----\n{log}");
+        }
+    }
+}

@@ -221,6 +221,8 @@ pub struct Policies {
     pub rate_limits: Vec<crate::ratelimit::RateLimitPolicy>,
     /// JWT authentication policies, in order.
     pub authentication: Vec<crate::jwt::RequestAuthentication>,
+    /// Anomaly policies (what to do with detector verdicts), in order.
+    pub anomaly: Vec<crate::anomaly::AnomalyPolicy>,
 }
 
 impl Policies {
@@ -232,12 +234,16 @@ impl Policies {
             authorization: self.authorization.iter().filter(|p| p.attach.applies_to(w)).cloned().collect(),
             rate_limits: self.rate_limits.iter().filter(|p| p.attach.applies_to(w)).cloned().collect(),
             authentication: self.authentication.iter().filter(|p| p.attach.applies_to(w)).cloned().collect(),
+            anomaly: self.anomaly.iter().filter(|p| p.attach.applies_to(w)).cloned().collect(),
         }
     }
 
     /// True when no policy of any kind is loaded.
     pub fn is_empty(&self) -> bool {
-        self.authorization.is_empty() && self.rate_limits.is_empty() && self.authentication.is_empty()
+        self.authorization.is_empty()
+            && self.rate_limits.is_empty()
+            && self.authentication.is_empty()
+            && self.anomaly.is_empty()
     }
 }
 
@@ -285,6 +291,11 @@ pub fn load_all(files: &[(&str, &str)]) -> Result<Policies, Vec<Diagnostic>> {
                     set.authentication.push(p);
                     key
                 }
+                Ok(Some(Loaded::Anomaly(p))) => {
+                    let key = ("AnomalyPolicy", p.attach.namespace.clone(), p.name.clone());
+                    set.anomaly.push(p);
+                    key
+                }
                 Ok(None) => continue,
                 Err(d) => {
                     diags.extend(d);
@@ -309,7 +320,7 @@ pub fn load_all(files: &[(&str, &str)]) -> Result<Policies, Vec<Diagnostic>> {
 }
 
 /// The kinds this version reads, for messages.
-const SUPPORTED_KINDS: &str = "AuthorizationPolicy, RequestAuthentication, RateLimitPolicy";
+const SUPPORTED_KINDS: &str = "AuthorizationPolicy, RequestAuthentication, RateLimitPolicy, AnomalyPolicy";
 
 /// The attachment written in a document's metadata and selector.
 fn attachment(meta: &format::RawMetadata, selector: Option<&format::RawSelector>) -> Attachment {
@@ -323,6 +334,7 @@ enum Loaded {
     Authorization(AuthorizationPolicy),
     RateLimit(crate::ratelimit::RateLimitPolicy),
     Authentication(crate::jwt::RequestAuthentication),
+    Anomaly(crate::anomaly::AnomalyPolicy),
 }
 
 struct RawDoc<'a> {
@@ -413,10 +425,13 @@ fn load_document(doc: &Doc<'_>) -> Result<Option<Loaded>, Vec<Diagnostic>> {
             let err = |needle: &str, message: String| doc.err(needle, message);
             return crate::jwt::compile(raw, attach, doc.at(1, 1), &err).map(|p| Some(Loaded::Authentication(p)));
         }
-        Some(k @ "AnomalyPolicy") => {
-            return Err(vec![
-                doc.err(k, format!("kind \"{k}\" is not supported by this version yet (supported: {SUPPORTED_KINDS})"))
-            ])
+        Some("AnomalyPolicy") => {
+            let raw: crate::format::RawAnomalyPolicy = serde_yaml::from_str(doc.text).map_err(yaml_err)?;
+            check_name(doc, &raw.metadata.name).map_err(|d| vec![d])?;
+            let attach = attachment(&raw.metadata, raw.spec.selector.as_ref());
+            let mut op = |ctx: &str, o: &RawOperation, d: &mut Vec<Diagnostic>| compile_operation(doc, ctx, o, d);
+            let err = |needle: &str, message: String| doc.err(needle, message);
+            return crate::anomaly::compile(raw, attach, doc.at(1, 1), &mut op, &err).map(|p| Some(Loaded::Anomaly(p)));
         }
         Some(k) => return Err(vec![doc.err(k, format!("unknown kind \"{k}\" (expected one of {SUPPORTED_KINDS})"))]),
         None => return Err(vec![Diagnostic { location: doc.at(1, 1), message: "missing kind".into() }]),

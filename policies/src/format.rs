@@ -180,6 +180,7 @@ pub fn schema(kind: &str) -> Option<serde_json::Value> {
         "AuthorizationPolicy" => schemars::schema_for!(RawAuthorizationPolicy),
         "RateLimitPolicy" => schemars::schema_for!(RawRateLimitPolicy),
         "RequestAuthentication" => schemars::schema_for!(RawRequestAuthentication),
+        "AnomalyPolicy" => schemars::schema_for!(RawAnomalyPolicy),
         _ => return None,
     };
     let mut schema = serde_json::to_value(generated).unwrap_or_default();
@@ -388,4 +389,104 @@ pub struct RawClaimToHeader {
     pub header: String,
     /// Claim name; nested claims with dots (`realm.tier`).
     pub claim: String,
+}
+
+/// An `AnomalyPolicy` document: what to do with the detector's verdicts.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnomalyPolicy {
+    /// `meshward.dev/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// `AnomalyPolicy`.
+    pub kind: String,
+    /// Name and namespace.
+    pub metadata: RawMetadata,
+    /// Actions per band, escalation, fail mode.
+    pub spec: RawAnomalySpec,
+}
+
+/// The actions an `AnomalyPolicy` may take, as written.
+const ANOMALY_ACTIONS: [&str; 5] = ["allow", "audit", "rate-limit", "block", "quarantine"];
+
+/// `spec` of an `AnomalyPolicy`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAnomalySpec {
+    /// Workloads this policy attaches to (by pod labels); absent: every
+    /// workload in the policy's namespace (or the whole mesh without one).
+    #[serde(default)]
+    pub selector: Option<RawSelector>,
+    /// Decisions are computed, counted, logged and alerted, never enforced.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Samples the detector learns from before it gives verdicts. Default: the detector's own.
+    #[serde(default)]
+    pub warmup_samples: Option<u64>,
+    /// Share of normal traffic the anomalous band may flag, in (0, 0.5). Default: the detector's own.
+    #[serde(default)]
+    pub false_positive_budget: Option<f64>,
+    /// `open` (default: requests pass) or `closed` (requests are blocked) when
+    /// the detector is overloaded or unavailable.
+    #[serde(default)]
+    #[schemars(extend("enum" = ["open", "closed"]))]
+    pub on_detector_unavailable: Option<String>,
+    /// Actions per route; the first rule whose `to` matches applies.
+    pub rules: Vec<RawAnomalyRule>,
+    /// The reduced per-client rate of `rate-limit`. Default `{requests: 1, per: 1s, burst: 2}`.
+    #[serde(default)]
+    pub rate_limit: Option<RawLimit>,
+    /// How long `quarantine` refuses a client. Default `{duration: 10m}`.
+    #[serde(default)]
+    pub quarantine: Option<RawQuarantine>,
+    /// Repeat offenders: steps by flagged requests within a window, in increasing order.
+    #[serde(default)]
+    pub escalation: Vec<RawEscalationStep>,
+    /// A client with no flagged request for this long starts over. Default:
+    /// `10m`, or the longest escalation window if that is longer.
+    #[serde(default)]
+    pub decay: Option<String>,
+}
+
+/// Actions per band for some routes.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAnomalyRule {
+    /// Requests this rule covers (same syntax as `AuthorizationPolicy`); empty: every request.
+    #[serde(default)]
+    pub to: Vec<RawTo>,
+    /// Action in the suspicious band. Default `audit`.
+    #[serde(default)]
+    #[schemars(extend("enum" = ANOMALY_ACTIONS))]
+    pub suspicious: Option<String>,
+    /// Action in the anomalous band. Default `block`.
+    #[serde(default)]
+    #[schemars(extend("enum" = ANOMALY_ACTIONS))]
+    pub anomalous: Option<String>,
+    /// Action when the verdict comes from the client's behaviour over many
+    /// requests (extraction, flood, scan). Default `rate-limit`.
+    #[serde(default)]
+    #[schemars(extend("enum" = ANOMALY_ACTIONS))]
+    pub client_signal: Option<String>,
+}
+
+/// `quarantine:` settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuarantine {
+    /// How long a quarantined client is refused, e.g. `10m`.
+    pub duration: String,
+}
+
+/// One escalation step.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalationStep {
+    /// Flagged requests (1..=100) by one client ...
+    pub flagged: u32,
+    /// ... within this window (at most `24h`), e.g. `1m` ...
+    pub within: String,
+    /// ... raise the client to this action: `rate-limit`, `block` or `quarantine`.
+    #[schemars(extend("enum" = ["rate-limit", "block", "quarantine"]))]
+    pub action: String,
 }

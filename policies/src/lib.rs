@@ -10,10 +10,10 @@
 //! watches files, this crate decides.
 //!
 //! Kinds: `AuthorizationPolicy` (ALLOW / DENY / AUDIT, dry-run),
-//! `RequestAuthentication` (JWT, [`jwt`]) and `RateLimitPolicy`
-//! ([`ratelimit`]); each attaches to workloads by namespace and selector
-//! ([`compile::Attachment`]). `AnomalyPolicy` is refused with a clear "not
-//! supported by this version yet" until the detector joins the data path.
+//! `RequestAuthentication` (JWT, [`jwt`]), `RateLimitPolicy`
+//! ([`ratelimit`]) and `AnomalyPolicy` (what to do with the detector's
+//! verdicts, [`anomaly`]; this crate never depends on the detector); each
+//! attaches to workloads by namespace and selector ([`compile::Attachment`]).
 //!
 //! ```
 //! let yaml = "apiVersion: meshward.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: gw-only}\n\
@@ -31,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+pub mod anomaly;
 pub mod cases;
 pub mod compile;
 pub mod eval;

@@ -184,7 +184,7 @@ apiVersion: meshward.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: b}\nspe
     assert_eq!(e[1], "p.yaml:6:13: unknown apiVersion \"v2\" (expected meshward.dev/v1)");
 
     let e = errors("apiVersion: meshward.dev/v1\nkind: Gateway\n");
-    assert_eq!(e, vec!["p.yaml:2:7: unknown kind \"Gateway\" (expected one of AuthorizationPolicy, RequestAuthentication, RateLimitPolicy)"]);
+    assert_eq!(e, vec!["p.yaml:2:7: unknown kind \"Gateway\" (expected one of AuthorizationPolicy, RequestAuthentication, RateLimitPolicy, AnomalyPolicy)"]);
 
     let e = errors("apiVersion: meshward.dev/v1\nkind: X\napiVersion: \r2\n");
     assert_eq!(e, vec!["p.yaml:3:13: bare CR line ending (expected LF or CRLF)"], "found by fuzzing");
@@ -197,4 +197,19 @@ apiVersion: meshward.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: b}\nspe
     let doc = "apiVersion: meshward.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: same}\nspec: {}\n";
     let e = errors(&format!("{doc}---\n{doc}"));
     assert_eq!(e, vec!["p.yaml:6:1: duplicate policy name \"same\" (first defined at p.yaml:1:1)"]);
+}
+
+#[test]
+fn shipped_examples_pass_their_cases() {
+    let examples = [
+        ("inference-guard.yaml", include_str!("../examples/inference-guard.yaml")),
+        ("ml-platform.yaml", include_str!("../examples/ml-platform.yaml")),
+    ];
+    let set = crate::compile::load_all(&examples).expect("examples are valid");
+    assert_eq!(set.anomaly.len(), 1);
+    for cases in [include_str!("../cases/ml-platform.yaml"), include_str!("../cases/inference-guard.yaml")] {
+        let results = crate::cases::run_cases(&set, &crate::cases::parse_cases(cases).expect("cases parse"));
+        let failed: Vec<_> = results.iter().filter(|r| !r.passed).collect();
+        assert!(failed.is_empty(), "{failed:#?}");
+    }
 }

@@ -28,6 +28,8 @@ pub struct AdminState {
     pub policies: Arc<PolicyStore>,
     /// JWT key sets (not ready until each has loaded once).
     pub jwks: Arc<crate::jwks::Jwks>,
+    /// The anomaly detector, when enabled.
+    pub detector: Option<Arc<crate::detect::Detector>>,
     /// False once shutdown began (so load balancers stop sending).
     pub accepting: AtomicBool,
 }
@@ -149,10 +151,20 @@ async fn handle(req: Request<Incoming>, state: Arc<AdminState>) -> Result<Respon
                         "issuers": issuers, "source": p.location.to_string()})
                 })
                 .collect();
+            let anomaly: Vec<_> = set
+                .anomaly
+                .iter()
+                .map(|p| {
+                    serde_json::json!({"name": p.name, "dry_run": p.dry_run, "rules": p.rules.len(),
+                        "warmup_samples": p.warmup_samples, "fp_budget": p.fp_budget,
+                        "fail_mode": format!("{:?}", p.fail_mode).to_lowercase(), "source": p.location.to_string()})
+                })
+                .collect();
             let body = serde_json::json!({
                 "policies": policies,
                 "rate_limits": rate_limits,
                 "authentication": authentication,
+                "anomaly": anomaly,
                 "not_attached": set.not_attached,
                 "files": files,
                 "hash": set.hash,
@@ -160,10 +172,22 @@ async fn handle(req: Request<Incoming>, state: Arc<AdminState>) -> Result<Respon
             });
             text(StatusCode::OK, "application/json", format!("{body}\n"))
         }
+        "/detector" | "/detector/clients" | "/detector/decisions" => match &state.detector {
+            None => text(StatusCode::NOT_FOUND, "text/plain", "the detector is not enabled on this sidecar\n".into()),
+            Some(det) => {
+                let body = match req.uri().path() {
+                    "/detector" => det.views.model_json(det.config().model.warmup_samples),
+                    "/detector/clients" => det.views.clients_json(20),
+                    _ => det.views.decisions_json(),
+                };
+                text(StatusCode::OK, "application/json", format!("{body}\n"))
+            }
+        },
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found (try /live, /ready, /metrics, /identity, /policies)\n".into(),
+            "not found (try /live, /ready, /metrics, /identity, /policies, /detector, /detector/clients, /detector/decisions)\n"
+                .into(),
         ),
     })
 }

@@ -95,6 +95,9 @@ pub struct RawConfig {
     /// The workload this sidecar protects (for policy attachment).
     #[serde(default)]
     pub workload: RawWorkload,
+    /// The anomaly detector.
+    #[serde(default)]
+    pub detector: crate::detect::RawDetector,
 }
 
 /// `workload:` section: which policies attach to this sidecar. Without it
@@ -275,6 +278,8 @@ pub struct Config {
     pub policy_reload_interval: Duration,
     /// The workload policies attach to; `None`: every policy applies.
     pub workload: Option<meshward_policies::compile::Workload>,
+    /// The anomaly detector.
+    pub detector: crate::detect::DetectorConfig,
 }
 
 /// Certificate files.
@@ -749,8 +754,10 @@ impl TryFrom<RawConfig> for Config {
             Some(n) => n as usize,
         };
         let workload = workload(raw.workload)?;
+        let detector = crate::detect::DetectorConfig::try_from(raw.detector)?;
         Ok(Config {
             workload,
+            detector,
             identity,
             inbound,
             outbound,

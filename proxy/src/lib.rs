@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod dataset;
 pub mod demo;
+pub mod detect;
 pub mod http;
 pub mod jwks;
 pub mod k8s;

@@ -82,6 +82,24 @@ pub struct JwksLabels {
     pub trigger: &'static str,
 }
 
+/// Labels of an anomaly-policy decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DetectorDecisionLabels {
+    /// `audit`, `rate_limit`, `block`, `quarantine`, `allow` (only for dry-run
+    /// or limits with tokens left), or `unavailable_open` / `unavailable_closed`.
+    pub action: &'static str,
+    /// `anomalous`, `suspicious`, `client_signal`, `escalation`, `quarantined`, `overloaded`.
+    pub reason: &'static str,
+    /// Anomaly policy name.
+    pub policy: String,
+    /// "true" for what a dry-run policy would have done.
+    pub dry_run: &'static str,
+}
+
+fn score_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::linear_buckets(0.05, 0.05, 19))
+}
+
 /// Every metric, shared by all tasks.
 #[derive(Debug)]
 pub struct Metrics {
@@ -114,6 +132,16 @@ pub struct Metrics {
     pub cert_expiry: Gauge<f64, AtomicU64>,
     /// 1 when our certificate is loaded and currently valid.
     pub cert_valid: Gauge,
+    /// Anomaly scores of scored requests (after warm-up).
+    pub detector_score: Histogram,
+    /// Anomaly-policy actions by action, reason, policy and dry-run.
+    pub detector_decisions: Family<DetectorDecisionLabels, Counter>,
+    /// Samples handed to learning by result (learned, refused, dropped).
+    pub detector_learning: Family<ResultLabel, Counter>,
+    /// Models published by the learner and swapped in.
+    pub detector_model_swaps: Counter,
+    /// Version of the model scoring now.
+    pub detector_model_version: Gauge,
 }
 
 impl Metrics {
@@ -135,6 +163,11 @@ impl Metrics {
             jwks_fetches: Family::default(),
             cert_expiry: Gauge::default(),
             cert_valid: Gauge::default(),
+            detector_score: score_histogram(),
+            detector_decisions: Family::default(),
+            detector_learning: Family::default(),
+            detector_model_swaps: Counter::default(),
+            detector_model_version: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "HTTP requests by direction, status class and peer identity", m.requests.clone());
@@ -186,6 +219,27 @@ impl Metrics {
             "certificate_valid",
             "1 when the workload certificate is loaded and valid now",
             m.cert_valid.clone(),
+        );
+        registry.register("detector_score", "Anomaly scores of scored requests (0..1)", m.detector_score.clone());
+        registry.register(
+            "detector_decisions",
+            "Anomaly-policy actions by action, reason, policy and dry_run",
+            m.detector_decisions.clone(),
+        );
+        registry.register(
+            "detector_learning_samples",
+            "Samples handed to the learner by result (learned, refused, dropped)",
+            m.detector_learning.clone(),
+        );
+        registry.register(
+            "detector_model_swaps",
+            "Detector models published and swapped in",
+            m.detector_model_swaps.clone(),
+        );
+        registry.register(
+            "detector_model_version",
+            "Version of the detector model scoring now",
+            m.detector_model_version.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

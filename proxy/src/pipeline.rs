@@ -8,7 +8,9 @@
 //!  3. Headers: hop-by-hop removed, identity header set by us only,
 //!     `traceparent` kept or started.
 //!  4. Authentication (JWT, `authn`), then authorization and rate limits.
-//!  5. Features and detector verdict: issue #7 plugs in here.
+//!  5. Detector: the request (headers as sent, first body bytes) is scored;
+//!     `AnomalyPolicy` maps the verdict to forward, audit, a reduced rate,
+//!     403 or quarantine (`detect::enforce`); an alert is queued.
 //!  6. Forward to the app, streamed; response streamed back.
 //!  7. Metrics and one access-log line.
 //!
@@ -27,6 +29,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::config::{AppProtocolSetting, Inbound, Limits, OutboundListener};
+use crate::detect::{self, Detector};
 use crate::http::body::{self, ProxyBody};
 use crate::http::error::ProxyError;
 use crate::http::forward::{AppClients, AppProtocol, PeerClients};
@@ -54,6 +57,8 @@ pub struct Shared {
     pub limiters: crate::ratelimit::Limiters,
     /// JWT key sets named by the policies.
     pub jwks: Arc<crate::jwks::Jwks>,
+    /// The anomaly detector; `None` when `detector.enabled` is false.
+    pub detector: Option<Arc<Detector>>,
 }
 
 /// What an inbound connection knows about its peer.
@@ -77,6 +82,8 @@ pub async fn inbound(
     let start = Instant::now();
     let (method, path, version) = (req.method().clone(), req.uri().path().to_owned(), req.version());
     let (mut parts, incoming) = req.into_parts();
+    // The detector judges the headers the client sent, before meshward's changes.
+    let sent_headers = shared.detector.as_ref().filter(|d| d.config().enabled).map(|_| parts.headers.clone());
 
     // 3. Headers that only meshward may set.
     let trace = headers::ensure_traceparent(&mut parts.headers);
@@ -94,27 +101,66 @@ pub async fn inbound(
     // 4. Authentication, authorization, rate limits, against the set current now.
     let set = shared.policies.current();
     let mut decided = Decided::default();
-    let authz = match crate::authn::authenticate(&set, &mut parts, &shared).await {
+    let (jwt, authz) = match crate::authn::authenticate(&set, &mut parts, &shared).await {
         Ok(jwt) => {
             decided.principal = jwt.as_ref().map(|j| j.principal.clone()).unwrap_or_default();
-            enforce_policies(&set, &method, &path, &parts.headers, jwt.as_deref(), &conn, &shared)
+            let authz = enforce_policies(&set, &method, &path, &parts.headers, jwt.as_deref(), &conn, &shared);
+            (jwt, authz)
         }
-        Err(refused) => Err(refused),
+        Err(refused) => (None, Err(refused)),
+    };
+
+    // 5. Detector: score the request as the client sent it; anomaly policies act on the verdict.
+    let mut body = body::limited(incoming, shared.limits.max_request_body_bytes);
+    let mut detected = None;
+    let authz = match (authz, &shared.detector, sent_headers) {
+        (Ok(which), Some(det), Some(sent)) => {
+            let inspected = if is_grpc(&sent) {
+                bytes::Bytes::new()
+            } else {
+                let cfg = det.config();
+                let ins = detect::body::inspect(body, cfg.max_inspect_bytes, cfg.inspect_wait).await;
+                body = ins.body;
+                ins.prefix
+            };
+            let (d, result) = detect_phase(
+                det,
+                &set,
+                &parts.uri,
+                &method,
+                &path,
+                &sent,
+                &inspected,
+                jwt.as_deref(),
+                &conn,
+                &shared,
+                &trace.trace_id,
+            );
+            detected = Some(d);
+            result.map(|()| which)
+        }
+        (authz, _, _) => authz,
     };
     match &authz {
         Ok(which) => (decided.decision, decided.policy) = ("allow", which.clone()),
         Err(e) => (decided.decision, decided.policy) = (e.reason(), e.which().unwrap_or_default().to_owned()),
     }
-    // 5. Detector verdicts arrive with issue #7.
 
     // 6. Forward.
     let result = match authz {
         Err(denied) => Err(denied),
-        Ok(_) => match upstream_request(parts, incoming, conn.app, &shared.limits) {
+        Ok(_) => match upstream_request(parts, body, conn.app, &shared.limits) {
             Ok(req) => within(shared.limits.request_timeout, shared.apps.send(conn.app, app_proto, req)).await,
             Err(e) => Err(e),
         },
     };
+    if let (Some(d), Some(det)) = (&detected, &shared.detector) {
+        // Response features feed the client's window; the alert goes to its queue.
+        if let Ok(resp) = &result {
+            det.observe_response(&d.client, resp.status().as_u16(), start.elapsed().as_secs_f64(), d.ts);
+        }
+        decided.detector = Some((d.score, d.band, d.action));
+    }
 
     let peer = conn.peer_identity.as_ref().map_or("none", SpiffeId::as_str);
     let resp = finish(result, metrics::INBOUND, &shared.metrics, peer);
@@ -152,7 +198,8 @@ pub async fn outbound(
         parts.headers.insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
     }
     let expected = route.expected_identity(dest);
-    let result = match upstream_request(parts, incoming, dest, &shared.limits) {
+    let body = body::limited(incoming, shared.limits.max_request_body_bytes);
+    let result = match upstream_request(parts, body, dest, &shared.limits) {
         Ok(req) => within(shared.limits.request_timeout, shared.peers.send(dest, expected, req)).await,
         Err(e) => Err(e),
     };
@@ -172,6 +219,55 @@ pub async fn outbound(
         &Decided::default(),
     );
     Ok(resp)
+}
+
+/// Builds the detector's view of the request and runs phase 5.
+#[allow(clippy::too_many_arguments)] // the request's parts, each named
+fn detect_phase(
+    det: &Detector,
+    set: &PolicySet,
+    uri: &Uri,
+    method: &http::Method,
+    path: &str,
+    sent: &http::HeaderMap,
+    body: &[u8],
+    jwt: Option<&VerifiedJwt>,
+    conn: &InboundConn,
+    shared: &Shared,
+    request_id: &str,
+) -> (detect::enforce::Detected, Result<(), ProxyError>) {
+    let peer = conn.peer_identity.as_ref().map(SpiffeId::as_str);
+    let client = det.client_key(jwt.map(|j| j.principal.as_str()), peer, conn.client_addr.ip());
+    let pairs: Vec<(&str, &str)> = sent.iter().filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v))).collect();
+    let target = uri.path_and_query().map_or(path, PathAndQuery::as_str);
+    let req = meshward_detector::Request {
+        method: method.as_str(),
+        uri: target,
+        headers: &pairs,
+        body,
+        client: &client,
+        ts: detect::now_secs(),
+    };
+    let lookup = HeaderMapLookup(sent);
+    let attrs = RequestAttrs {
+        method: method.as_str(),
+        path,
+        port: conn.app.port(),
+        peer,
+        source_ip: conn.client_addr.ip(),
+        headers: &lookup,
+        jwt,
+    };
+    detect::enforce::enforce(det, &set.anomaly, &req, &attrs, &shared.limiters, request_id)
+}
+
+/// gRPC bodies are length-prefixed protobuf streams: the detector scores
+/// their request line and headers, and never holds a stream back.
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// Header lookup over a request's header map, for policy conditions.
@@ -324,13 +420,13 @@ fn app_protocol(
 /// limit, a declared length over the limit refused before connecting.
 fn upstream_request(
     mut parts: http::request::Parts,
-    incoming: Incoming,
+    body: ProxyBody,
     fallback: SocketAddr,
     limits: &Limits,
 ) -> Result<Request<ProxyBody>, ProxyError> {
     check_declared_length(&parts.headers, limits.max_request_body_bytes)?;
     parts.uri = upstream_uri(&parts.uri, &parts.headers, fallback)?;
-    Ok(Request::from_parts(parts, body::limited(incoming, limits.max_request_body_bytes)))
+    Ok(Request::from_parts(parts, body))
 }
 
 /// Waits for the upstream's response head for at most `limit`.
@@ -418,6 +514,8 @@ struct Decided {
     policy: String,
     /// The verified JWT principal `iss/sub`, if any.
     principal: String,
+    /// Detector score, band and anomaly action, when the detector judged.
+    detector: Option<(f64, &'static str, &'static str)>,
 }
 
 #[allow(clippy::too_many_arguments)] // one access-log line, every field named
@@ -450,6 +548,9 @@ fn access_log(
         decision = decided.decision,
         policy = %decided.policy,
         request_principal = %decided.principal,
+        anomaly_score = decided.detector.map(|d| d.0),
+        anomaly_band = decided.detector.map(|d| d.1),
+        anomaly_action = decided.detector.map(|d| d.2),
     );
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use meshward_policies::anomaly::AnomalyPolicy;
 use meshward_policies::compile::{load_all, AuthorizationPolicy, Diagnostic, Workload};
 use meshward_policies::jwt::{JwtRule, RequestAuthentication};
 use meshward_policies::ratelimit::RateLimitPolicy;
@@ -23,6 +24,8 @@ pub struct PolicySet {
     pub rate_limits: Vec<RateLimitPolicy>,
     /// JWT authentication policies in file order.
     pub authentication: Vec<RequestAuthentication>,
+    /// Anomaly policies in file order.
+    pub anomaly: Vec<AnomalyPolicy>,
     /// Names of loaded policies that do not attach to this workload.
     pub not_attached: Vec<String>,
     /// Files and the SHA-256 of their content.
@@ -149,7 +152,8 @@ fn read_set(paths: &[PathBuf], workload: Option<&Workload>) -> Result<PolicySet,
         let a = p.authorization.iter().map(|x| format!("AuthorizationPolicy/{}", x.name));
         let r = p.rate_limits.iter().map(|x| format!("RateLimitPolicy/{}", x.name));
         let j = p.authentication.iter().map(|x| format!("RequestAuthentication/{}", x.name));
-        a.chain(r).chain(j).collect()
+        let d = p.anomaly.iter().map(|x| format!("AnomalyPolicy/{}", x.name));
+        a.chain(r).chain(j).chain(d).collect()
     };
     let attached = names(&set);
     let not_attached = names(&loaded).into_iter().filter(|n| !attached.contains(n)).collect();
@@ -157,6 +161,7 @@ fn read_set(paths: &[PathBuf], workload: Option<&Workload>) -> Result<PolicySet,
         policies: set.authorization,
         rate_limits: set.rate_limits,
         authentication: set.authentication,
+        anomaly: set.anomaly,
         not_attached,
         files: hashes,
         hash: hex(&all.finalize()),

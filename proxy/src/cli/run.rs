@@ -50,6 +50,7 @@ impl Proxy {
         }
         let jwks = crate::jwks::Jwks::new(metrics.clone())?;
         jwks.sync(&policies.current().jwt_rules());
+        let detector = start_detector(&config, &policies, &metrics)?;
         let shared = Arc::new(Shared {
             limits: config.limits.clone(),
             metrics: metrics.clone(),
@@ -59,6 +60,7 @@ impl Proxy {
             policies: policies.clone(),
             limiters: Default::default(),
             jwks: jwks.clone(),
+            detector: detector.clone(),
         });
         let bind = |addr: SocketAddr, what: String| async move {
             TcpListener::bind(addr).await.with_context(|| format!("cannot bind {what} on {addr}"))
@@ -77,9 +79,15 @@ impl Proxy {
             store: config.identity.as_ref().map(|_| store),
             policies,
             jwks,
+            detector,
             accepting: true.into(),
         });
         Ok(Self { config, shared, admin, admin_listener, inbound, outbound })
+    }
+
+    /// The shared request state (for tests and the demo).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -262,4 +270,24 @@ pub async fn run(config: Config, policies: PolicyStore) -> anyhow::Result<()> {
     });
     proxy.serve(shutdown).await;
     Ok(())
+}
+
+/// The detector of the inbound side, when it is enabled. The false-positive
+/// budget of the attached anomaly policies (the smallest, if several set
+/// one) calibrates the model; it is read at start.
+fn start_detector(
+    config: &Config,
+    policies: &PolicyStore,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<Arc<crate::detect::Detector>>> {
+    if config.inbound.is_none() || !config.detector.enabled {
+        return Ok(None);
+    }
+    let mut cfg = config.detector.clone();
+    let set = policies.current();
+    if let Some(budget) = set.anomaly.iter().filter_map(|p| p.fp_budget).reduce(f64::min) {
+        cfg.model.fp_budget = budget;
+        cfg.model.suspicious_budget = cfg.model.suspicious_budget.max(budget);
+    }
+    Ok(Some(Arc::new(crate::detect::Detector::start(cfg, metrics.clone())?)))
 }

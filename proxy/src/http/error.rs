@@ -77,6 +77,19 @@ pub enum ProxyError {
     /// An authorization policy denied the request.
     #[error("denied: {0}")]
     PolicyDenied(String),
+    /// An anomaly policy refused the request (blocked, or its client is quarantined).
+    #[error("refused: {which}: {code}")]
+    AnomalyRefused {
+        /// `policy 'NAME' rule N`.
+        which: String,
+        /// `anomaly_blocked` or `client_quarantined`.
+        code: &'static str,
+        /// Seconds until a quarantine ends.
+        retry_after_secs: Option<u64>,
+    },
+    /// The detector was overloaded and the anomaly policy fails closed.
+    #[error("unavailable: {0}: detector_unavailable")]
+    DetectorUnavailable(String),
     /// meshward is not ready (no valid certificate) or over a limit.
     #[error("unavailable: {0}")]
     Unavailable(&'static str),
@@ -94,7 +107,8 @@ impl ProxyError {
             Self::UpstreamConnectTimeout(_) | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable(_) | Self::AuthKeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            Self::PolicyDenied(_) => StatusCode::FORBIDDEN,
+            Self::PolicyDenied(_) | Self::AnomalyRefused { .. } => StatusCode::FORBIDDEN,
+            Self::DetectorUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -117,6 +131,8 @@ impl ProxyError {
             Self::AuthKeysUnavailable(_) => "jwt_keys_unavailable",
             Self::PolicyDenied(_) => "denied by policy",
             Self::RateLimited { .. } => "rate limited",
+            Self::AnomalyRefused { code, .. } => code,
+            Self::DetectorUnavailable(_) => "detector_unavailable",
         }
     }
 
@@ -126,7 +142,9 @@ impl ProxyError {
             Self::PolicyDenied(w)
             | Self::RateLimited { which: w, .. }
             | Self::Unauthenticated { which: w, .. }
-            | Self::AuthKeysUnavailable(w) => Some(w),
+            | Self::AuthKeysUnavailable(w)
+            | Self::AnomalyRefused { which: w, .. }
+            | Self::DetectorUnavailable(w) => Some(w),
             _ => None,
         }
     }
@@ -143,7 +161,9 @@ impl ProxyError {
             Self::PolicyDenied(_)
             | Self::RateLimited { .. }
             | Self::Unauthenticated { .. }
-            | Self::AuthKeysUnavailable(_) => "policy",
+            | Self::AuthKeysUnavailable(_)
+            | Self::AnomalyRefused { .. }
+            | Self::DetectorUnavailable(_) => "policy",
             _ => "upstream",
         }
     }
@@ -156,7 +176,9 @@ impl ProxyError {
             Self::PolicyDenied(_)
             | Self::RateLimited { .. }
             | Self::Unauthenticated { .. }
-            | Self::AuthKeysUnavailable(_) => format!("{self}\n"),
+            | Self::AuthKeysUnavailable(_)
+            | Self::AnomalyRefused { .. }
+            | Self::DetectorUnavailable(_) => format!("{self}\n"),
             _ => format!("{}\n", self.reason()),
         };
         let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
@@ -167,7 +189,9 @@ impl ProxyError {
         if let Self::PolicyDenied(which)
         | Self::RateLimited { which, .. }
         | Self::Unauthenticated { which, .. }
-        | Self::AuthKeysUnavailable(which) = self
+        | Self::AuthKeysUnavailable(which)
+        | Self::AnomalyRefused { which, .. }
+        | Self::DetectorUnavailable(which) = self
         {
             if let Ok(v) = HeaderValue::from_str(which) {
                 h.insert("x-meshward-policy", v);
@@ -192,8 +216,11 @@ impl ProxyError {
             };
             h.insert(http::header::WWW_AUTHENTICATE, v);
         }
-        if let Self::AuthKeysUnavailable(_) = self {
+        if let Self::AuthKeysUnavailable(_) | Self::DetectorUnavailable(_) = self {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from(5u32));
+        }
+        if let Self::AnomalyRefused { retry_after_secs: Some(secs), .. } = self {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(*secs));
         }
         if self.origin() == "client" {
             h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));

@@ -49,7 +49,9 @@ pub struct RawAlerts {
 pub struct RawSink {
     /// Label in metrics and logs (`[a-z0-9_-]`, unique).
     pub name: String,
-    /// `alertmanager` (v4 webhook payload), `standard` (signed JSON event) or `slack`.
+    /// `alertmanager` (v4 webhook payload, for webhook receivers), `alertmanager-api`
+    /// (a list of alerts for Alertmanager's own `POST /api/v2/alerts`), `standard`
+    /// (signed JSON event) or `slack`.
     pub format: String,
     /// `http://` or `https://` URL the payload is POSTed to.
     pub url: String,
@@ -62,8 +64,12 @@ pub struct RawSink {
 /// Payload shape of a sink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// Alertmanager webhook payload, `version: "4"`.
+    /// Alertmanager webhook payload, `version: "4"`: what Alertmanager sends
+    /// to its receivers, so anything built for them accepts it.
     Alertmanager,
+    /// A list of alerts for Alertmanager's `POST /api/v2/alerts`, so that a
+    /// real Alertmanager groups, silences and routes them.
+    AlertmanagerApi,
     /// `{type, timestamp, data}` event signed per Standard Webhooks.
     Standard,
     /// Slack incoming webhook `{text, blocks}`.
@@ -75,6 +81,7 @@ impl Format {
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Alertmanager => "alertmanager",
+            Format::AlertmanagerApi => "alertmanager-api",
             Format::Standard => "standard",
             Format::Slack => "slack",
         }
@@ -256,16 +263,27 @@ fn sink(field: &str, raw: RawSink, env: &dyn Fn(&str) -> Option<String>) -> Resu
     }
     let format = match raw.format.trim() {
         "alertmanager" => Format::Alertmanager,
+        "alertmanager-api" => Format::AlertmanagerApi,
         "standard" => Format::Standard,
         "slack" => Format::Slack,
         other => {
             return Err(invalid(
                 format!("{field}.format"),
-                format!("unknown format \"{other}\" (expected alertmanager, standard, slack)"),
+                format!("unknown format \"{other}\" (expected alertmanager, alertmanager-api, standard, slack)"),
             ))
         }
     };
     let url = url(&format!("{field}.url"), &raw.url)?;
+    if format == Format::Alertmanager && ["/api/v2/alerts", "/api/v1/alerts"].iter().any(|p| url.path().ends_with(p)) {
+        return Err(invalid(
+            format!("{field}.url"),
+            format!(
+                "\"{}\" is Alertmanager's alert API, which takes a list of alerts, not the v4 webhook payload \
+                 (expected format: alertmanager-api for it, or a webhook receiver's URL for format: alertmanager)",
+                raw.url
+            ),
+        ));
+    }
     let secret = match (raw.secret_file, raw.secret_env) {
         (Some(_), Some(_)) => {
             return Err(invalid(field, "secret_file and secret_env are both set (expected one of them)"));

@@ -118,12 +118,16 @@ impl Alerts {
     }
 
     /// Spawns the grouping task and one delivery task per sink on the current
-    /// tokio runtime (must be called from inside one). No sinks: disabled.
+    /// tokio runtime. No sinks, or no runtime (logged as an error): disabled.
     /// The tasks end when every handle is dropped and the queues are drained.
     pub fn start(cfg: AlertsConfig, metrics: AlertMetrics) -> Alerts {
         if cfg.sinks.is_empty() {
             return Alerts::disabled();
         }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::error!("alert webhooks disabled: Alerts::start was called outside a tokio runtime");
+            return Alerts::disabled();
+        };
         let client = match sink::client(cfg.timeout) {
             Ok(c) => c,
             Err(e) => {
@@ -139,13 +143,13 @@ impl Alerts {
             let stats = Arc::new(SinkStats::default());
             let (tx, rx) = mpsc::channel(cfg.queue);
             let worker = Sink::new(s.clone(), Arc::clone(&cfg), client.clone(), metrics.clone(), Arc::clone(&stats));
-            tokio::spawn(worker.run(rx));
+            rt.spawn(worker.run(rx));
             sinks.push((s.name.clone(), s.format.as_str(), Arc::clone(&stats)));
             senders.push((s.name.clone(), tx, stats));
         }
         let grouper = Arc::new(Mutex::new(Grouper::new(&cfg)));
         let (tx, rx) = mpsc::channel(cfg.queue);
-        tokio::spawn(group::run(rx, Arc::clone(&grouper), Arc::clone(&cfg), senders, metrics.clone()));
+        rt.spawn(group::run(rx, Arc::clone(&grouper), Arc::clone(&cfg), senders, metrics.clone()));
         tracing::info!(sinks = cfg.sinks.len(), "alert webhooks enabled");
         let queue_full = metrics
             .dropped

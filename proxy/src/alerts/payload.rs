@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::config::Format;
+use super::config::{AlertsConfig, Format};
 use super::group::{IncidentData, Notification, Status};
 use super::rfc3339;
 
@@ -13,9 +13,10 @@ pub const ALERT_NAME: &str = "MeshwardAnomaly";
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// The JSON body of `note` for a sink of `format` named `sink`.
-pub fn render(note: &Notification, format: Format, sink: &str, external_url: &str) -> Vec<u8> {
+pub fn render(note: &Notification, format: Format, sink: &str, cfg: &AlertsConfig) -> Vec<u8> {
     let v = match format {
-        Format::Alertmanager => alertmanager(note, sink, external_url),
+        Format::Alertmanager => alertmanager(note, sink, &cfg.external_url),
+        Format::AlertmanagerApi => alertmanager_api(note, cfg),
         Format::Standard => standard(note),
         Format::Slack => slack(note),
     };
@@ -99,6 +100,28 @@ fn alertmanager(note: &Notification, sink: &str, external_url: &str) -> Value {
             "fingerprint": d.fingerprint,
         }],
     })
+}
+
+/// `POST /api/v2/alerts` body: the incident as one postable alert. A firing
+/// alert ends `resolve_after` past its last finding unless updated, which is
+/// when meshward itself would resolve it, so Alertmanager never resolves an
+/// incident early nor keeps it after meshward forgot it.
+fn alertmanager_api(note: &Notification, cfg: &AlertsConfig) -> Value {
+    let d = &note.incident;
+    let ends_at = match (note.status, d.ends_at) {
+        (Status::Resolved, Some(t)) => t,
+        _ => d.last_seen.max(note.at) + cfg.resolve_after,
+    };
+    let mut alert = json!({
+        "labels": labels(d),
+        "annotations": annotations(d),
+        "startsAt": rfc3339(d.starts_at),
+        "endsAt": rfc3339(ends_at),
+    });
+    if !cfg.external_url.is_empty() {
+        alert["generatorURL"] = cfg.external_url.clone().into();
+    }
+    json!([alert])
 }
 
 /// Standard Webhooks event: `{type, timestamp, data}`.

@@ -135,7 +135,7 @@ impl Sink {
 
     async fn deliver(&self, note: &Notification) {
         let name = self.cfg.name.as_str();
-        let body = Bytes::from(payload::render(note, self.cfg.format, name, &self.alerts.external_url));
+        let body = Bytes::from(payload::render(note, self.cfg.format, name, &self.alerts));
         let max = self.alerts.max_attempts;
         for attempt in 1..=max {
             match self.attempt(&note.id, body.clone()).await {

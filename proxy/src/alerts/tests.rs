@@ -437,6 +437,10 @@ fn config_refuses_bad_values_quoting_them() {
         ),
         ("sinks: [{name: s, format: standard, url: 'http://x/'}]", "has format standard but no secret"),
         (
+            "sinks: [{name: am, format: alertmanager, url: 'http://127.0.0.1:9093/api/v2/alerts'}]",
+            "\"http://127.0.0.1:9093/api/v2/alerts\" is Alertmanager's alert API",
+        ),
+        (
             "sinks: [{name: s, format: standard, url: 'http://x/', secret_env: NOPE}]",
             "environment variable NOPE is not set",
         ),
@@ -468,7 +472,8 @@ fn a_malformed_secret_fails_the_config_without_echoing_it() {
 fn alertmanager_payload_has_the_v4_shape() {
     let mut g = Grouper::new(&cfg(vec![]));
     let Added::New(note) = g.add(finding("10.0.0.7", 1), Instant::now()) else { panic!("new incident") };
-    let body = payload::render(&note, Format::Alertmanager, "am", "http://meshward.local/admin/alerts");
+    let c = AlertsConfig { external_url: "http://meshward.local/admin/alerts".into(), ..cfg(vec![]) };
+    let body = payload::render(&note, Format::Alertmanager, "am", &c);
     let v: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["version"], "4");
     assert_eq!(v["status"], "firing");
@@ -489,4 +494,36 @@ fn alertmanager_payload_has_the_v4_shape() {
     assert_eq!(a["annotations"]["request"], "POST /v2/models/fraud/infer");
     assert_eq!(a["annotations"]["score"], "11.000");
     assert_eq!(a["annotations"]["description"], "input spread far wider than usual; grid-like inputs");
+}
+
+#[test]
+fn alertmanager_api_payload_is_a_list_of_postable_alerts() {
+    let c = cfg(vec![]);
+    let mut g = Grouper::new(&c);
+    let t0 = Instant::now();
+    let Added::New(firing) = g.add(finding("10.0.0.7", 1), t0) else { panic!("new incident") };
+    let v: Value = serde_json::from_slice(&payload::render(&firing, Format::AlertmanagerApi, "am", &c)).expect("json");
+    let alerts = v.as_array().expect("a list");
+    assert_eq!(alerts.len(), 1);
+    let a = &alerts[0];
+    assert_eq!(a["labels"]["alertname"], payload::ALERT_NAME);
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert!(a.get("generatorURL").is_none(), "no external_url: no generatorURL");
+    // Firing: ends resolve_after past the last finding, later than it starts.
+    let starts = humantime::parse_rfc3339(a["startsAt"].as_str().expect("startsAt")).expect("rfc3339");
+    let ends = humantime::parse_rfc3339(a["endsAt"].as_str().expect("endsAt")).expect("rfc3339");
+    let lead = ends.duration_since(starts).expect("ends after start");
+    assert!(lead >= c.resolve_after && lead < c.resolve_after + Duration::from_secs(5), "{lead:?}");
+    let resolved = g.due(t0 + c.resolve_after, SystemTime::now()).pop().expect("resolved");
+    let v: Value =
+        serde_json::from_slice(&payload::render(&resolved, Format::AlertmanagerApi, "am", &c)).expect("json");
+    let ends = v[0]["endsAt"].as_str().expect("endsAt");
+    assert_eq!(
+        humantime::parse_rfc3339(ends).ok(),
+        resolved.incident.ends_at.map(|t| {
+            // Rendered with millisecond precision.
+            SystemTime::UNIX_EPOCH
+                + Duration::from_millis(t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+        })
+    );
 }

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -293,17 +294,20 @@ pub async fn run(
     cfg: Arc<AlertsConfig>,
     sinks: Vec<SinkQueue>,
     metrics: AlertMetrics,
+    ungrouped: Arc<AtomicU64>,
 ) {
     let tick = (cfg.group_window.min(cfg.resolve_after) / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(BATCH);
     loop {
+        let mut taken = 0;
         let out = tokio::select! {
             n = rx.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
                     break;
                 }
+                taken = n as u64;
                 let now = Instant::now();
                 let mut out = Vec::new();
                 let mut g = grouper.lock().unwrap_or_else(PoisonError::into_inner);
@@ -327,6 +331,7 @@ pub async fn run(
         for note in out {
             dispatch(note, &sinks, &metrics);
         }
+        ungrouped.fetch_sub(taken, Ordering::Relaxed);
     }
 }
 
@@ -340,14 +345,19 @@ fn dispatch(note: Notification, sinks: &[SinkQueue], metrics: &AlertMetrics) {
     );
     let note = Arc::new(note);
     for (name, tx, stats) in sinks {
+        // Counted before the send so the sink never sees it below zero.
+        stats.pending.fetch_add(1, Ordering::Relaxed);
         match tx.try_send(Arc::clone(&note)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
+                stats.pending.fetch_sub(1, Ordering::Relaxed);
                 metrics.drop(name, "queue_full");
-                stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
             // The sink task is gone (runtime shutting down): nothing to deliver to.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                stats.pending.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod sink;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -108,7 +109,9 @@ struct Inner {
     queue_full: prometheus_client::metrics::counter::Counter,
     grouper: Arc<Mutex<Grouper>>,
     sinks: Vec<(String, &'static str, Arc<SinkStats>)>,
-    dropped_findings: std::sync::atomic::AtomicU64,
+    dropped_findings: AtomicU64,
+    /// Findings accepted but not yet grouped and dispatched.
+    ungrouped: Arc<AtomicU64>,
 }
 
 impl Alerts {
@@ -149,7 +152,15 @@ impl Alerts {
         }
         let grouper = Arc::new(Mutex::new(Grouper::new(&cfg)));
         let (tx, rx) = mpsc::channel(cfg.queue);
-        rt.spawn(group::run(rx, Arc::clone(&grouper), Arc::clone(&cfg), senders, metrics.clone()));
+        let ungrouped = Arc::new(AtomicU64::new(0));
+        rt.spawn(group::run(
+            rx,
+            Arc::clone(&grouper),
+            Arc::clone(&cfg),
+            senders,
+            metrics.clone(),
+            Arc::clone(&ungrouped),
+        ));
         tracing::info!(sinks = cfg.sinks.len(), "alert webhooks enabled");
         let queue_full = metrics
             .dropped
@@ -162,7 +173,8 @@ impl Alerts {
                 queue_full,
                 grouper,
                 sinks,
-                dropped_findings: std::sync::atomic::AtomicU64::new(0),
+                dropped_findings: AtomicU64::new(0),
+                ungrouped,
             })),
         }
     }
@@ -178,10 +190,34 @@ impl Alerts {
     pub fn report(&self, f: Finding) {
         let Some(inner) = &self.inner else { return };
         inner.metrics.findings.inc();
+        // Counted before the send so the grouping task never sees it below zero.
+        inner.ungrouped.fetch_add(1, Ordering::Relaxed);
         if inner.tx.try_send(f).is_err() {
+            inner.ungrouped.fetch_sub(1, Ordering::Relaxed);
             inner.queue_full.inc();
-            inner.dropped_findings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            inner.dropped_findings.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Waits (polling every 10 ms, at most `limit`) until every finding
+    /// reported so far is grouped and every notification made from them is
+    /// delivered or given up. True if that happened in time. Later updates
+    /// and "resolved" of the open incidents are not waited for. For a clean
+    /// shutdown and for the demo's final count; never on the request path.
+    pub async fn idle(&self, limit: Duration) -> bool {
+        let Some(inner) = &self.inner else { return true };
+        let busy = || {
+            inner.ungrouped.load(Ordering::Relaxed) > 0
+                || inner.sinks.iter().any(|(_, _, s)| s.pending.load(Ordering::Relaxed) > 0)
+        };
+        let end = tokio::time::Instant::now() + limit;
+        while busy() {
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// Admin view: open incidents (largest counts first, at most 100) and
@@ -200,7 +236,7 @@ impl Alerts {
             "enabled": true,
             "open_incidents": open,
             "incidents": incidents,
-            "findings_dropped": inner.dropped_findings.load(std::sync::atomic::Ordering::Relaxed),
+            "findings_dropped": inner.dropped_findings.load(Ordering::Relaxed),
             "sinks": sinks,
         })
     }

@@ -63,6 +63,8 @@ pub struct SinkStats {
     pub failed: AtomicU64,
     /// Notifications dropped because the sink's queue was full.
     pub dropped: AtomicU64,
+    /// Notifications queued or being delivered.
+    pub pending: AtomicU64,
     /// Why the last attempt failed, if the last attempt failed.
     pub last_error: Mutex<Option<String>>,
 }
@@ -77,6 +79,7 @@ impl SinkStats {
             "retries": self.retries.load(Ordering::Relaxed),
             "failed": self.failed.load(Ordering::Relaxed),
             "dropped": self.dropped.load(Ordering::Relaxed),
+            "pending": self.pending.load(Ordering::Relaxed),
             "last_error": last_error,
         })
     }
@@ -129,6 +132,7 @@ impl Sink {
                 }
             }
             self.deliver(&note).await;
+            self.stats.pending.fetch_sub(1, Ordering::Relaxed);
             last_send = Some(Instant::now());
         }
     }

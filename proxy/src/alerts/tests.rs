@@ -239,7 +239,8 @@ async fn standard_sink_signs_and_receivers_verify() {
     let (m, _reg) = metrics();
     let alerts = Alerts::start(cfg(vec![sink("siem", Format::Standard, &rx.url, Some(SECRET))]), m);
     alerts.report(finding("svc-scraper", 1));
-    assert!(wait_for(Duration::from_secs(5), || !rx.got().is_empty()).await);
+    assert!(alerts.idle(Duration::from_secs(5)).await, "{}", alerts.snapshot());
+    assert_eq!(rx.got().len(), 1, "idle means delivered");
     let r = &rx.got()[0];
     let secret = Secret::parse(SECRET).expect("secret");
     let tol = Duration::from_secs(300);
@@ -307,7 +308,9 @@ async fn a_dead_receiver_is_retried_then_the_alert_is_dropped_and_counted() {
     let t = Instant::now();
     alerts.report(finding("c", 1));
     assert!(t.elapsed() < Duration::from_millis(50), "report waited {:?}", t.elapsed());
-    assert!(wait_for(Duration::from_secs(5), || dropped(&m, "am", "attempts_exhausted") == 1).await);
+    assert!(!alerts.idle(Duration::from_millis(1)).await, "not idle while a finding is waiting");
+    assert!(alerts.idle(Duration::from_secs(5)).await, "{}", alerts.snapshot());
+    assert_eq!(dropped(&m, "am", "attempts_exhausted"), 1);
     assert_eq!((deliveries(&m, "am", "retry"), deliveries(&m, "am", "failed")), (2, 1));
     let snap = alerts.snapshot();
     assert_eq!(snap["sinks"]["am"]["failed"], 1, "{snap}");

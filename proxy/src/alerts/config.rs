@@ -4,7 +4,8 @@
 //! config at start (fail closed) instead of at the first alert.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -59,6 +60,9 @@ pub struct RawSink {
     pub secret_file: Option<PathBuf>,
     /// Environment variable holding the `whsec_<base64>` signing secret.
     pub secret_env: Option<String>,
+    /// PEM file of CA certificates trusted for this `https://` sink instead
+    /// of the Mozilla roots (receivers behind an internal CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Payload shape of a sink.
@@ -100,6 +104,8 @@ pub struct SinkConfig {
     pub url: http::Uri,
     /// Signing secret; when present every request carries `webhook-*` headers.
     pub secret: Option<Secret>,
+    /// Roots trusted instead of the Mozilla ones (`ca_file`).
+    pub ca: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl std::fmt::Debug for SinkConfig {
@@ -109,6 +115,7 @@ impl std::fmt::Debug for SinkConfig {
             .field("format", &self.format)
             .field("url", &redacted_url(&self.url))
             .field("secret", &self.secret)
+            .field("ca_roots", &self.ca.as_ref().map(|c| c.len()))
             .finish()
     }
 }
@@ -307,7 +314,31 @@ fn sink(field: &str, raw: RawSink, env: &dyn Fn(&str) -> Option<String>) -> Resu
             format!("sink \"{name}\" has format standard but no secret (expected secret_file or secret_env)"),
         ));
     }
-    Ok(SinkConfig { name, format, url, secret })
+    let ca = match raw.ca_file {
+        None => None,
+        Some(path) => {
+            let f = format!("{field}.ca_file");
+            if url.scheme_str() != Some("https") {
+                return Err(invalid(&f, format!("set, but the url \"{}\" is not https://", raw.url)));
+            }
+            Some(Arc::new(roots(&path).map_err(|e| invalid(&f, e))?))
+        }
+    };
+    Ok(SinkConfig { name, format, url, secret, ca })
+}
+
+/// Every certificate of a PEM file as trust anchors; none is an error.
+fn roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        let cert = cert.map_err(|e| format!("{}: invalid PEM ({e})", path.display()))?;
+        store.add(cert).map_err(|e| format!("{}: unusable CA certificate ({e})", path.display()))?;
+    }
+    if store.is_empty() {
+        return Err(format!("{}: no CERTIFICATE found (expected PEM CA certificates)", path.display()));
+    }
+    Ok(store)
 }
 
 fn url(field: &str, s: &str) -> Result<http::Uri, AlertsConfigError> {

@@ -131,10 +131,21 @@ impl Alerts {
             tracing::error!("alert webhooks disabled: Alerts::start was called outside a tokio runtime");
             return Alerts::disabled();
         };
-        let client = match sink::client(cfg.timeout) {
+        // Errors only if the ring provider lacked TLS 1.2/1.3, which it does not.
+        let clients: Result<Vec<_>, _> = {
+            let shared = sink::client(cfg.timeout, None);
+            cfg.sinks
+                .iter()
+                .map(|s| match (&s.ca, &shared) {
+                    (Some(ca), _) => sink::client(cfg.timeout, Some(Arc::clone(ca))),
+                    (None, Ok(c)) => Ok(c.clone()),
+                    (None, Err(e)) => Err(std::io::Error::other(e.to_string())),
+                })
+                .collect()
+        };
+        let clients = match clients {
             Ok(c) => c,
             Err(e) => {
-                // Only possible if the ring provider lacked TLS 1.2/1.3, which it does not.
                 tracing::error!(error = %e, "alert webhooks disabled: TLS client setup failed");
                 return Alerts::disabled();
             }
@@ -142,10 +153,10 @@ impl Alerts {
         let cfg = Arc::new(cfg);
         let mut sinks = Vec::new();
         let mut senders = Vec::new();
-        for s in &cfg.sinks {
+        for (s, client) in cfg.sinks.iter().zip(clients) {
             let stats = Arc::new(SinkStats::default());
             let (tx, rx) = mpsc::channel(cfg.queue);
-            let worker = Sink::new(s.clone(), Arc::clone(&cfg), client.clone(), metrics.clone(), Arc::clone(&stats));
+            let worker = Sink::new(s.clone(), Arc::clone(&cfg), client, metrics.clone(), Arc::clone(&stats));
             rt.spawn(worker.run(rx));
             sinks.push((s.name.clone(), s.format.as_str(), Arc::clone(&stats)));
             senders.push((s.name.clone(), tx, stats));

@@ -35,20 +35,31 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Slack accepts about one message per second per webhook.
 const SLACK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// An HTTP/1.1 client for `http://` and `https://` sinks; HTTPS trusts the
-/// Mozilla root store (webpki-roots) with the ring provider, like JWKS fetches.
-pub fn client(connect_timeout: Duration) -> Result<HttpClient, std::io::Error> {
+/// An HTTP/1.1 client for `http://` and `https://` sinks; HTTPS trusts
+/// `roots` if given, else the Mozilla root store (webpki-roots), with the
+/// ring provider, like JWKS fetches.
+pub fn client(
+    connect_timeout: Duration,
+    roots: Option<Arc<rustls::RootCertStore>>,
+) -> Result<HttpClient, std::io::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)
-        .map_err(|e| std::io::Error::other(format!("tls setup for alert webhooks: {e}")))?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let tls_error = |e: rustls::Error| std::io::Error::other(format!("tls setup for alert webhooks: {e}"));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match roots {
+        None => builder.with_provider_and_webpki_roots(provider).map_err(tls_error)?,
+        Some(roots) => builder.with_tls_config(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(tls_error)?
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        ),
+    };
+    let https = builder.https_or_http().enable_http1().wrap_connector(http);
     Ok(Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
 }
 

@@ -61,6 +61,7 @@ fn sink(name: &str, format: Format, url: &str, secret: Option<&str>) -> SinkConf
         format,
         url: url.parse().expect("test URL"),
         secret: secret.map(|s| Secret::parse(s).expect("test secret")),
+        ca: None,
     }
 }
 
@@ -122,8 +123,14 @@ impl Drop for Receiver {
 
 impl Receiver {
     async fn start(answer: Answer) -> Receiver {
+        Receiver::start_with(answer, None).await
+    }
+
+    /// Over TLS when `tls` is given (URL `https://127.0.0.1:port/hook`).
+    async fn start_with(answer: Answer, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-        let url = format!("http://{}/hook", listener.local_addr().expect("local addr"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}/hook", listener.local_addr().expect("local addr"));
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let count = Arc::new(AtomicUsize::new(0));
         let g = Arc::clone(&got);
@@ -145,7 +152,20 @@ impl Receiver {
                         resp.body(Full::new(Bytes::from_static(b"{}")))
                     }
                 });
-                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+                let http = hyper::server::conn::http1::Builder::new();
+                match &tls {
+                    None => {
+                        tokio::spawn(http.serve_connection(TokioIo::new(stream), svc));
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         Receiver { url, got, task }
@@ -529,4 +549,69 @@ fn alertmanager_api_payload_is_a_list_of_postable_alerts() {
                 + Duration::from_millis(t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
         })
     );
+}
+
+/// A test CA (PEM) and a TLS acceptor whose certificate it issued for 127.0.0.1.
+fn test_pki() -> (String, tokio_rustls::TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("params");
+    leaf.subject_alt_names = vec![SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())];
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf");
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key_der)
+        .expect("server config");
+    (ca_cert.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+}
+
+#[tokio::test]
+async fn https_sinks_verify_the_receiver_against_their_roots() {
+    let (ca_pem, acceptor) = test_pki();
+    let rx = Receiver::start_with(Receiver::ok(), Some(acceptor)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca_pem).expect("write");
+    let trusted = check(&format!(
+        "sinks: [{{name: internal, format: standard, url: '{}', secret_env: WHSEC, ca_file: {}}}]",
+        rx.url,
+        ca_path.display()
+    ))
+    .expect("config")
+    .sinks
+    .remove(0);
+    // Same receiver with the Mozilla roots: its certificate is not trusted.
+    let untrusted = sink("public", Format::Standard, &rx.url, Some(SECRET));
+    let (m, _reg) = metrics();
+    let alerts = Alerts::start(cfg(vec![trusted, untrusted]), m.clone());
+    alerts.report(finding("c", 1));
+    assert!(alerts.idle(Duration::from_secs(5)).await, "{}", alerts.snapshot());
+    assert_eq!(rx.got().len(), 1, "only the sink trusting the test CA got through");
+    assert_eq!(deliveries(&m, "internal", "ok"), 1);
+    assert_eq!(dropped(&m, "public", "attempts_exhausted"), 1);
+    let err = alerts.snapshot()["sinks"]["public"]["last_error"].as_str().unwrap_or("").to_string();
+    assert!(err.contains("certificate"), "{err}");
+    let secret = Secret::parse(SECRET).expect("secret");
+    let r = &rx.got()[0];
+    sign::verify_headers(&secret, &r.headers, &r.body, SystemTime::now(), Duration::from_secs(60)).expect("signed");
+}
+
+#[test]
+fn ca_file_must_hold_certificates_and_serve_https() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").expect("write");
+    let err = check(&format!("sinks: [{{name: a, format: slack, url: 'https://x/', ca_file: {}}}]", empty.display()))
+        .expect_err("no certificate");
+    assert!(err.contains("alerts.sinks[0].ca_file") && err.contains("no CERTIFICATE found"), "{err}");
+    let err = check(&format!("sinks: [{{name: a, format: slack, url: 'http://x/', ca_file: {}}}]", empty.display()))
+        .expect_err("http");
+    assert!(err.contains("set, but the url \"http://x/\" is not https://"), "{err}");
 }

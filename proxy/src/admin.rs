@@ -30,6 +30,8 @@ pub struct AdminState {
     pub jwks: Arc<crate::jwks::Jwks>,
     /// The anomaly detector, when enabled.
     pub detector: Option<Arc<crate::detect::Detector>>,
+    /// Alert webhooks.
+    pub alerts: crate::alerts::Alerts,
     /// False once shutdown began (so load balancers stop sending).
     pub accepting: AtomicBool,
 }
@@ -172,6 +174,7 @@ async fn handle(req: Request<Incoming>, state: Arc<AdminState>) -> Result<Respon
             });
             text(StatusCode::OK, "application/json", format!("{body}\n"))
         }
+        "/alerts" => text(StatusCode::OK, "application/json", format!("{}\n", state.alerts.snapshot())),
         "/detector" | "/detector/clients" | "/detector/decisions" => match &state.detector {
             None => text(StatusCode::NOT_FOUND, "text/plain", "the detector is not enabled on this sidecar\n".into()),
             Some(det) => {
@@ -186,7 +189,7 @@ async fn handle(req: Request<Incoming>, state: Arc<AdminState>) -> Result<Respon
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found (try /live, /ready, /metrics, /identity, /policies, /detector, /detector/clients, /detector/decisions)\n"
+            "not found (try /live, /ready, /metrics, /identity, /policies, /alerts, /detector, /detector/clients, /detector/decisions)\n"
                 .into(),
         ),
     })

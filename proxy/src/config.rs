@@ -98,6 +98,8 @@ pub struct RawConfig {
     /// The anomaly detector.
     #[serde(default)]
     pub detector: crate::detect::RawDetector,
+    /// Alert webhooks.
+    pub alerts: Option<crate::alerts::RawAlerts>,
 }
 
 /// `workload:` section: which policies attach to this sidecar. Without it
@@ -280,6 +282,8 @@ pub struct Config {
     pub workload: Option<meshward_policies::compile::Workload>,
     /// The anomaly detector.
     pub detector: crate::detect::DetectorConfig,
+    /// Alert webhooks; `None`: no alerts are sent.
+    pub alerts: Option<crate::alerts::AlertsConfig>,
 }
 
 /// Certificate files.
@@ -755,9 +759,16 @@ impl TryFrom<RawConfig> for Config {
         };
         let workload = workload(raw.workload)?;
         let detector = crate::detect::DetectorConfig::try_from(raw.detector)?;
+        let alerts = match raw.alerts {
+            None => None,
+            Some(a) => Some(crate::alerts::AlertsConfig::try_from(a).map_err(
+                |crate::alerts::AlertsConfigError::Invalid { field, message }| ConfigError::Invalid { field, message },
+            )?),
+        };
         Ok(Config {
             workload,
             detector,
+            alerts,
             identity,
             inbound,
             outbound,

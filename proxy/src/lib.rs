@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod alerts;
 pub mod authn;
 pub mod cli;
 pub mod config;

@@ -142,6 +142,8 @@ pub struct Metrics {
     pub detector_model_swaps: Counter,
     /// Version of the model scoring now.
     pub detector_model_version: Gauge,
+    /// Alert findings, deliveries and drops.
+    pub alerts: crate::alerts::AlertMetrics,
 }
 
 impl Metrics {
@@ -168,6 +170,7 @@ impl Metrics {
             detector_learning: Family::default(),
             detector_model_swaps: Counter::default(),
             detector_model_version: Gauge::default(),
+            alerts: crate::alerts::AlertMetrics::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "HTTP requests by direction, status class and peer identity", m.requests.clone());
@@ -241,7 +244,8 @@ impl Metrics {
             "Version of the detector model scoring now",
             m.detector_model_version.clone(),
         );
-        Arc::new(Self { registry, ..m })
+        let alerts = crate::alerts::AlertMetrics::register(&mut registry);
+        Arc::new(Self { registry, alerts, ..m })
     }
 
     /// Prometheus text exposition of every metric.

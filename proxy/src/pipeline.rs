@@ -59,6 +59,10 @@ pub struct Shared {
     pub jwks: Arc<crate::jwks::Jwks>,
     /// The anomaly detector; `None` when `detector.enabled` is false.
     pub detector: Option<Arc<Detector>>,
+    /// Alert webhooks (disabled without sinks).
+    pub alerts: crate::alerts::Alerts,
+    /// Workload name in alerts: `namespace/app` from the `workload:` labels, or the inbound app address.
+    pub workload: String,
 }
 
 /// What an inbound connection knows about its peer.
@@ -158,6 +162,11 @@ pub async fn inbound(
         // Response features feed the client's window; the alert goes to its queue.
         if let Ok(resp) = &result {
             det.observe_response(&d.client, resp.status().as_u16(), start.elapsed().as_secs_f64(), d.ts);
+        }
+        if d.alerting() {
+            let f =
+                detect::alert::finding(d, &shared.workload, &conn, &decided.principal, &method, &path, &trace.trace_id);
+            shared.alerts.report(f);
         }
         decided.detector = Some((d.score, d.band, d.action));
     }

@@ -61,6 +61,11 @@ impl Proxy {
             limiters: Default::default(),
             jwks: jwks.clone(),
             detector: detector.clone(),
+            alerts: match &config.alerts {
+                Some(a) => crate::alerts::Alerts::start(a.clone(), metrics.alerts.clone()),
+                None => crate::alerts::Alerts::disabled(),
+            },
+            workload: workload_name(&config),
         });
         let bind = |addr: SocketAddr, what: String| async move {
             TcpListener::bind(addr).await.with_context(|| format!("cannot bind {what} on {addr}"))
@@ -80,6 +85,7 @@ impl Proxy {
             policies,
             jwks,
             detector,
+            alerts: shared.alerts.clone(),
             accepting: true.into(),
         });
         Ok(Self { config, shared, admin, admin_listener, inbound, outbound })
@@ -290,4 +296,20 @@ fn start_detector(
         cfg.model.suspicious_budget = cfg.model.suspicious_budget.max(budget);
     }
     Ok(Some(Arc::new(crate::detect::Detector::start(cfg, metrics.clone())?)))
+}
+
+/// How alerts name this workload: `namespace/app` (or `namespace/name`)
+/// from the `workload:` section, else the inbound app address.
+fn workload_name(config: &Config) -> String {
+    let w = config.workload.as_ref();
+    let ns = w.and_then(|w| w.namespace.clone());
+    let app = w.and_then(|w| ["app.kubernetes.io/name", "app", "name"].iter().find_map(|k| w.labels.get(*k).cloned()));
+    match (ns, app) {
+        (Some(ns), Some(app)) => format!("{ns}/{app}"),
+        (None, Some(app)) => app,
+        (Some(ns), None) => ns,
+        (None, None) => {
+            config.inbound.as_ref().and_then(|i| i.app).map_or_else(|| "meshward".to_owned(), |a| a.to_string())
+        }
+    }
 }

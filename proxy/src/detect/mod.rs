@@ -15,6 +15,7 @@
 //!   written to `save_model` by that thread. The request path never waits for
 //!   learning or file I/O.
 
+pub mod alert;
 pub mod body;
 pub mod config;
 pub mod enforce;

@@ -173,7 +173,7 @@ impl Grouper {
 
     /// Counts a finding that arrived at `now`.
     pub fn add(&mut self, f: Finding, now: Instant) -> Added {
-        let key = Key { workload: f.workload, policy: f.policy, rule: f.rule, client: clip(&f.client) };
+        let key = Key { workload: f.workload, policy: f.policy, rule: f.rule, client: clip_owned(f.client) };
         if let Some(inc) = self.open.get_mut(&key) {
             let d = &mut inc.data;
             d.count += 1;
@@ -384,6 +384,15 @@ fn fingerprint(k: &Key) -> String {
 
 fn reasons(r: &[String]) -> Vec<String> {
     r.iter().take(MAX_REASONS).map(|s| clip(s)).collect()
+}
+
+/// [`clip`] without a copy when nothing is cut (the key of every finding).
+fn clip_owned(s: String) -> String {
+    if s.len() <= MAX_FIELD {
+        s
+    } else {
+        clip(&s)
+    }
 }
 
 fn clip(s: &str) -> String {

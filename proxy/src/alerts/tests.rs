@@ -615,3 +615,39 @@ fn ca_file_must_hold_certificates_and_serve_https() {
         .expect_err("http");
     assert!(err.contains("set, but the url \"http://x/\" is not https://"), "{err}");
 }
+
+/// Reports from several threads at once: every finding is either in the
+/// incident's count or counted as dropped, none lost silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reports_are_all_accounted_for() {
+    let rx = Receiver::start(Receiver::ok()).await;
+    let (m, _reg) = metrics();
+    let c = AlertsConfig {
+        group_window: Duration::from_secs(30),
+        resolve_after: Duration::from_secs(60),
+        ..cfg(vec![sink("am", Format::Alertmanager, &rx.url, None)])
+    };
+    let alerts = Alerts::start(c, m.clone());
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let a = alerts.clone();
+            tokio::task::spawn_blocking(move || {
+                for i in 0..5000 {
+                    a.report(finding("one-client", t * 5000 + i));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("reporter");
+    }
+    assert!(alerts.idle(Duration::from_secs(5)).await, "{}", alerts.snapshot());
+    let snap = alerts.snapshot();
+    let counted = snap["incidents"][0]["count"].as_u64().expect("one incident");
+    let dropped = snap["findings_dropped"].as_u64().expect("dropped");
+    println!("20000 concurrent reports: {counted} grouped, {dropped} dropped (queue 1000)");
+    assert_eq!(snap["open_incidents"], 1, "{snap}");
+    assert_eq!(counted + dropped, 20_000, "{snap}");
+    assert_eq!(m.findings.get(), 20_000);
+    assert_eq!(rx.got().len(), 1, "one firing; updates wait for the 30 s window");
+}

@@ -8,6 +8,7 @@ mod capture_init;
 mod config;
 mod eval_cli;
 mod grpc;
+mod inference_peers;
 mod inject;
 mod injector;
 mod jwt;

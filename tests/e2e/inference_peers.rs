@@ -253,23 +253,23 @@ fn tritonclient_binary_tensors_reach_kserve_through_the_sidecars_unchanged() {
 }
 
 /// An `AnomalyPolicy` for the model: per-request anomalies and client
-/// signals (extraction) are blocked, suspicious requests only audited;
-/// verdicts after 300 learned samples.
+/// signals (extraction) are blocked, suspicious requests only audited.
 fn anomaly_policy() -> String {
-    "apiVersion: meshward.dev/v1\nkind: AnomalyPolicy\nmetadata: {name: protect-iris}\nspec:\n  warmupSamples: 300\n  rules:\n  - to: [{operation: {paths: ['/v2/models/{model}/infer']}}]\n    suspicious: audit\n    anomalous: block\n    clientSignal: block\n".to_owned()
+    "apiVersion: meshward.dev/v1\nkind: AnomalyPolicy\nmetadata: {name: protect-iris}\nspec:\n  rules:\n  - to: [{operation: {paths: ['/v2/models/{model}/infer']}}]\n    suspicious: audit\n    anomalous: block\n    clientSignal: block\n".to_owned()
 }
 
-/// Warm-up: the normal client teaches the detector its traffic (400
-/// requests, 20 ms apart). Then the normal client keeps going (300 more)
-/// while an extraction client (uniform random points over a box twice the
-/// data's range, as fast as answers come, its own SPIFFE identity) sends 300.
-/// The normal client must get 100% success; the extraction client must be
-/// refused with 403 (block) or 429 (rate limit) within its first 100
-/// requests, and the refusals must be counted by the server sidecar.
-/// A grid-walking extraction client, which differs from query to query in
-/// one coordinate only, is held to the same bound.
+/// The detector in the data path against real peers. Warm-up: the normal
+/// client (rows near the training data, 20 ms apart) teaches the detector
+/// its traffic with 400 requests. Then, three times, the normal client sends
+/// 300 more while an extraction client with its own SPIFFE identity sends
+/// 300 as fast as answers come: uniform random points over a box twice the
+/// data's range, a grid over that box walked one coordinate at a time, and
+/// uniform random points inside the data's own box (every value in range).
+/// The normal client must get 100% success every time; the extraction
+/// client must be refused with 403 (block) or 429 (rate limit) within its
+/// first 100 requests, and the server sidecar must count the refusals as
+/// anomaly-policy blocks and as 4xx for the extraction client's identity.
 #[test]
-#[ignore = "needs detector in the data path (issue 7), lead enables"]
 fn an_extraction_client_is_refused_while_the_normal_client_is_not() {
     let Some(python) = mlserver_python() else { return };
     let repo = tempfile::tempdir().expect("tempdir");
@@ -281,7 +281,7 @@ fn an_extraction_client_is_refused_while_the_normal_client_is_not() {
     let policies = tempfile::tempdir().expect("tempdir");
     std::fs::write(policies.path().join("anomaly.yaml"), anomaly_policy()).expect("write policy");
     let extra = format!(
-        "policy: {{paths: ['{}']}}\ndetector: {{client_key: [peer], tuning: {{warmup_samples: 300}}}}\n",
+        "policy: {{paths: ['{}']}}\ndetector: {{client_key: [peer], tuning: {{warmup_samples: 300, publish_every: 100}}}}\n",
         policies.path().display()
     );
     let (server, inbound) = pki.inbound_sidecar(app, "strict", &extra);
@@ -296,7 +296,8 @@ fn an_extraction_client_is_refused_while_the_normal_client_is_not() {
     let warm = oip_client(&python, &["traffic", "normal", &normal.to_string(), MODEL, "400", "1"], &sidecars);
     assert_eq!(warm["statuses"], serde_json::json!({"200": 400}), "warm-up must all pass: {warm}");
 
-    for (kind, seed) in [("extract-uniform", "2"), ("extract-grid", "3")] {
+    let mut refused_total = 0.0;
+    for (kind, seed) in [("extract-uniform", "2"), ("extract-grid", "3"), ("extract-box", "4")] {
         let normal_url = normal.to_string();
         let py = python.clone();
         let steady = std::thread::spawn(move || {
@@ -317,8 +318,16 @@ fn an_extraction_client_is_refused_while_the_normal_client_is_not() {
         assert!(refused > 0, "{kind}: never refused: {attack}\n{}", server.logs());
         let first = attack["first_refused"].as_u64().expect("an index");
         assert!(first < 100, "{kind}: first refusal only after {first} requests: {attack}");
+        refused_total += refused as f64;
         eprintln!("{kind}: {attack}");
     }
     let m = server.metrics();
-    assert!(metric_sum(&m, "meshward_requests_total", &["inbound", SCRAPER_ID, "4xx"]) > 0.0, "{m}");
+    let enforced: f64 = ["block", "rate_limit", "quarantine"]
+        .iter()
+        .map(|a| {
+            metric_sum(&m, "meshward_detector_decisions_total", &[&format!("action=\"{a}\""), "dry_run=\"false\""])
+        })
+        .sum();
+    assert!(enforced >= refused_total, "{refused_total} refusals, {enforced} enforced anomaly decisions:\n{m}");
+    assert!(metric_sum(&m, "meshward_requests_total", &["inbound", SCRAPER_ID, "4xx"]) >= refused_total, "{m}");
 }

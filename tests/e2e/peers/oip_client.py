@@ -9,14 +9,15 @@
         tensor extension (Inference-Header-Content-Length).
     python oip_client.py bench URL_A URL_B MODEL N
         N JSON inferences on each URL, interleaved; prints p50/p90 in ms.
-    python oip_client.py traffic normal|extract-uniform|extract-grid URL MODEL N SEED
+    python oip_client.py traffic normal|extract-uniform|extract-box|extract-grid URL MODEL N SEED
         A client: `normal` sends rows near the iris training data with small
         noise at a steady pace (one every 20 ms). The extraction clients send
         as fast as answers come, with no knowledge of the data: uniformly
         random points over the box [0, 2 x the largest iris value] per
-        feature, or a grid over that box walked one coordinate at a time
-        (successive queries differ in one feature). Prints counts by status
-        and the index of the first refused request.
+        feature, uniformly random points inside the data's own box (the hard
+        case: every value is in range), or a grid over the large box walked
+        one coordinate at a time (successive queries differ in one feature).
+        Prints counts by status and the index of the first refused request.
 
 Exit status 0 unless the client itself failed (connection errors included).
 """
@@ -42,7 +43,9 @@ BATCH = np.array(
     dtype=np.float64,
 )
 OUTPUTS = ("predict", "predict_proba")
-# The largest value of each iris feature; the extraction clients query [0, 2 x HIGH].
+# The smallest and largest value of each iris feature. `extract-uniform` and
+# `extract-grid` query [0, 2 x HIGH]; `extract-box` stays inside [LOW, HIGH].
+LOW = np.array([4.3, 2.0, 1.0, 0.1])
 HIGH = np.array([7.9, 4.4, 6.9, 2.5])
 TIMEOUT_S = 10.0
 # KServe decodes a JSON body only when it says so; MLServer does not care.
@@ -128,10 +131,12 @@ def traffic(kind: str, url: str, model: str, n: int, seed: int) -> dict:
             x = rows[rng.integers(len(rows))] + rng.normal(0.0, 0.05, 4)
         elif kind == "extract-uniform":
             x = rng.uniform(0.0, 2.0 * HIGH)
+        elif kind == "extract-box":
+            x = rng.uniform(LOW, HIGH)
         elif kind == "extract-grid":
             x = grid[i % len(grid)]
         else:
-            sys.exit(f"traffic kind {kind!r} is not normal, extract-uniform or extract-grid")
+            sys.exit(f"traffic kind {kind!r} is not normal, extract-uniform, extract-box or extract-grid")
         try:
             infer(c, model, x.reshape(1, 4), False, f"{kind}-{i}")
             status = "200"

@@ -27,7 +27,8 @@ pub enum PolicyCommand {
         /// Policy files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Cases file (YAML: `cases: [{name, request: {method, path, peer, ip, headers, jwt}, expect, policy, rule}]`).
+        /// Cases file (YAML: `cases: [{name, request: {method, path, peer, ip, headers, jwt}, anomaly: {band,
+        /// clientSignal}, expect, policy, rule}]`).
         #[arg(long)]
         cases: PathBuf,
     },
@@ -57,11 +58,16 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PolicyCommand::Check { paths } => match load(&paths)? {
             (files, Ok(policies)) => {
-                let (a, r, j) =
-                    (policies.authorization.len(), policies.rate_limits.len(), policies.authentication.len());
+                let (a, r, j, x) = (
+                    policies.authorization.len(),
+                    policies.rate_limits.len(),
+                    policies.authentication.len(),
+                    policies.anomaly.len(),
+                );
                 println!(
-                    "{} policies ({a} authorization, {j} request-authentication, {r} rate-limit) in {files} files: ok",
-                    a + r + j
+                    "{} policies ({a} authorization, {j} request-authentication, {r} rate-limit, {x} anomaly) \
+                     in {files} files: ok",
+                    a + r + j + x
                 );
                 Ok(ExitCode::SUCCESS)
             }
@@ -73,7 +79,8 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             None => anyhow::bail!(
-                "unknown kind \"{kind}\" (supported: AuthorizationPolicy, RequestAuthentication, RateLimitPolicy)"
+                "unknown kind \"{kind}\" (supported: AuthorizationPolicy, RequestAuthentication, RateLimitPolicy, \
+                 AnomalyPolicy)"
             ),
         },
         PolicyCommand::Test { paths, cases } => {

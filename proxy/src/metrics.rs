@@ -85,8 +85,8 @@ pub struct JwksLabels {
 /// Labels of an anomaly-policy decision.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DetectorDecisionLabels {
-    /// `audit`, `rate_limit`, `block`, `quarantine`, `allow` (only for dry-run
-    /// or limits with tokens left), or `unavailable_open` / `unavailable_closed`.
+    /// `audit`, `rate_limited`, `block`, `quarantined`, or
+    /// `unavailable_open` / `unavailable_closed` when the detector was overloaded.
     pub action: &'static str,
     /// `anomalous`, `suspicious`, `client_signal`, `escalation`, `quarantined`, `overloaded`.
     pub reason: &'static str,
@@ -142,6 +142,8 @@ pub struct Metrics {
     pub detector_model_swaps: Counter,
     /// Version of the model scoring now.
     pub detector_model_version: Gauge,
+    /// Requests recorded by `detector.record`, by result (written, dropped, full, error).
+    pub detector_records: Family<ResultLabel, Counter>,
     /// Alert findings, deliveries and drops.
     pub alerts: crate::alerts::AlertMetrics,
 }
@@ -170,6 +172,7 @@ impl Metrics {
             detector_learning: Family::default(),
             detector_model_swaps: Counter::default(),
             detector_model_version: Gauge::default(),
+            detector_records: Family::default(),
             alerts: crate::alerts::AlertMetrics::default(),
             registry: Registry::default(),
         };
@@ -243,6 +246,11 @@ impl Metrics {
             "detector_model_version",
             "Version of the detector model scoring now",
             m.detector_model_version.clone(),
+        );
+        registry.register(
+            "detector_records",
+            "Requests recorded by detector.record, by result (written, dropped, full, error)",
+            m.detector_records.clone(),
         );
         let alerts = crate::alerts::AlertMetrics::register(&mut registry);
         Arc::new(Self { registry, alerts, ..m })

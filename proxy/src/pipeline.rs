@@ -117,6 +117,7 @@ pub async fn inbound(
     // 5. Detector: score the request as the client sent it; anomaly policies act on the verdict.
     let mut body = body::limited(incoming, shared.limits.max_request_body_bytes);
     let mut detected = None;
+    let mut recording = None;
     let authz = match (authz, &shared.detector, sent_headers) {
         (Ok(which), Some(det), Some(sent)) => {
             let inspected = if is_grpc(&sent) {
@@ -141,6 +142,10 @@ pub async fn inbound(
                 &trace.trace_id,
             );
             detected = Some(d);
+            if det.recorder.is_some() {
+                let target = parts.uri.path_and_query().map_or_else(|| path.clone(), |pq| pq.as_str().to_owned());
+                recording = Some((sent, inspected, target));
+            }
             result.map(|()| which)
         }
         (authz, _, _) => authz,
@@ -160,8 +165,14 @@ pub async fn inbound(
     };
     if let (Some(d), Some(det)) = (&detected, &shared.detector) {
         // Response features feed the client's window; the alert goes to its queue.
-        if let Ok(resp) = &result {
-            det.observe_response(&d.client, resp.status().as_u16(), start.elapsed().as_secs_f64(), d.ts);
+        let latency = start.elapsed().as_secs_f64();
+        let status = result.as_ref().ok().map(|r| r.status().as_u16());
+        if let Some(status) = status {
+            det.observe_response(&d.client, status, latency, d.ts);
+        }
+        if let (Some(rec), Some((sent, body, target))) = (&det.recorder, recording) {
+            let verdict = (d.score, d.band, d.action);
+            rec.record(d.ts, &d.client, method.as_str(), &target, &sent, &body, status, latency * 1000.0, verdict);
         }
         if d.alerting() {
             let f =

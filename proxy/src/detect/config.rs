@@ -26,12 +26,19 @@ pub struct RawDetector {
     pub learn_queue: Option<u64>,
     /// Learn from traffic judged normal (default true); false freezes the loaded model.
     pub learn: Option<bool>,
+    /// After warm-up, samples learned per second at most (default 200); the
+    /// rest are skipped, so learning costs a bounded share of a core at any rate.
+    pub learn_per_second: Option<u64>,
     /// Model snapshot loaded at start (from `meshward eval --save-model` or `save_model`).
     pub load_model: Option<PathBuf>,
     /// Where each published model is written (atomically), off the request path.
     pub save_model: Option<PathBuf>,
     /// Clients kept by the anomaly policies' offender book (default 100000).
     pub max_offenders: Option<u64>,
+    /// Append every scored request, with its score, to this file (eval format).
+    pub record: Option<PathBuf>,
+    /// Stop recording once the file has this many bytes (default 1 GiB).
+    pub record_max_bytes: Option<u64>,
     /// Model settings (see `meshward_detector::RawConfig`).
     #[serde(default)]
     pub tuning: meshward_detector::RawConfig,
@@ -65,12 +72,18 @@ pub struct DetectorConfig {
     pub learn_queue: usize,
     /// Learning on.
     pub learn: bool,
+    /// Samples learned per second after warm-up.
+    pub learn_per_second: u32,
     /// Snapshot to start from.
     pub load_model: Option<PathBuf>,
     /// Snapshot to write.
     pub save_model: Option<PathBuf>,
     /// Offender book bound.
     pub max_offenders: usize,
+    /// Recording file.
+    pub record: Option<PathBuf>,
+    /// Recording size bound.
+    pub record_max_bytes: u64,
     /// Model settings.
     pub model: meshward_detector::Config,
 }
@@ -85,9 +98,12 @@ impl Default for DetectorConfig {
             max_concurrent: 256,
             learn_queue: 4096,
             learn: true,
+            learn_per_second: 200,
             load_model: None,
             save_model: None,
             max_offenders: 100_000,
+            record: None,
+            record_max_bytes: 1 << 30,
             model: meshward_detector::Config::default(),
         }
     }
@@ -148,9 +164,19 @@ impl TryFrom<RawDetector> for DetectorConfig {
             max_concurrent: bounded("detector.max_concurrent", raw.max_concurrent, d.max_concurrent, 1, 1_000_000)?,
             learn_queue: bounded("detector.learn_queue", raw.learn_queue, d.learn_queue, 1, 10_000_000)?,
             learn: raw.learn.unwrap_or(d.learn),
+            learn_per_second: u32::try_from(bounded(
+                "detector.learn_per_second",
+                raw.learn_per_second,
+                d.learn_per_second as usize,
+                1,
+                1_000_000,
+            )?)
+            .unwrap_or(u32::MAX),
             load_model: raw.load_model,
             save_model: raw.save_model,
             max_offenders: bounded("detector.max_offenders", raw.max_offenders, d.max_offenders, 1, 10_000_000)?,
+            record: raw.record,
+            record_max_bytes: raw.record_max_bytes.unwrap_or(d.record_max_bytes),
             model,
         })
     }

@@ -11,6 +11,8 @@
 //!   `policies` crate), which decides the action, escalation and quarantine.
 //! - Learning: samples of requests that nothing flagged or refused are handed
 //!   to the learner thread over a bounded queue (full: dropped and counted);
+//!   after warm-up at most `learn_per_second` of them (the rest skipped and
+//!   counted), so learning stays a bounded cost at any request rate;
 //!   each model it publishes is swapped in with `ArcSwap` and optionally
 //!   written to `save_model` by that thread. The request path never waits for
 //!   learning or file I/O.
@@ -19,6 +21,7 @@ pub mod alert;
 pub mod body;
 pub mod config;
 pub mod enforce;
+pub mod record;
 mod views;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,8 +67,12 @@ pub struct Detector {
     learn_tx: Option<SyncSender<Sample>>,
     offenders: Mutex<Offenders>,
     in_flight: AtomicUsize,
+    /// Second and count of samples learned in it (the `learn_per_second` budget).
+    learn_budget: Mutex<(u64, u32)>,
     /// Admin views: recent decisions, suspicious clients, learning state.
     pub views: Arc<Views>,
+    /// `detector.record`, when set.
+    pub recorder: Option<record::Recorder>,
     metrics: Arc<Metrics>,
 }
 
@@ -104,13 +111,19 @@ impl Detector {
         } else {
             None
         };
+        let recorder = match &cfg.record {
+            Some(path) => Some(record::Recorder::start(path, cfg.record_max_bytes, metrics.clone())?),
+            None => None,
+        };
         Ok(Detector {
+            recorder,
             offenders: Mutex::new(Offenders::new(cfg.max_offenders)),
             cfg,
             model,
             shards,
             learn_tx,
             in_flight: AtomicUsize::new(0),
+            learn_budget: Mutex::new((0, 0)),
             views,
             metrics,
         })
@@ -181,8 +194,22 @@ impl Detector {
     }
 
     /// Hands the sample of an allowed request to the learner (never waits).
+    /// During warm-up every sample goes; afterwards `learn_per_second` at most.
     pub fn learn(&self, sample: Sample) {
         let Some(tx) = &self.learn_tx else { return };
+        if !sample.warming_up {
+            let second = sample.ts.max(0.0) as u64;
+            let mut budget = self.learn_budget.lock().unwrap_or_else(|p| p.into_inner());
+            if budget.0 != second {
+                *budget = (second, 0);
+            }
+            if budget.1 >= self.cfg.learn_per_second {
+                drop(budget);
+                self.metrics.detector_learning.get_or_create(&result("skipped")).inc();
+                return;
+            }
+            budget.1 += 1;
+        }
         let outcome = match tx.try_send(sample) {
             Ok(()) => return,
             Err(TrySendError::Full(_)) => "dropped",

@@ -371,7 +371,7 @@ pub(crate) fn compile(
         }
         let action_at = format!("action: {}", s.action);
         let kind = match ActionKind::parse(&s.action) {
-            Some(k @ (ActionKind::RateLimit | ActionKind::Block | ActionKind::Quarantine)) => k,
+            Some(k @ (ActionKind::RateLimit | ActionKind::Block | ActionKind::Quarantine)) => Some(k),
             Some(k) => {
                 diags.push(err(
                     &action_at,
@@ -379,7 +379,7 @@ pub(crate) fn compile(
                         "{ctx}: {sctx}: action \"{k}\" does not escalate (expected rate-limit, block or quarantine)"
                     ),
                 ));
-                ActionKind::Block
+                None
             }
             None => {
                 diags.push(err(
@@ -389,7 +389,7 @@ pub(crate) fn compile(
                         s.action
                     ),
                 ));
-                ActionKind::Block
+                None
             }
         };
         if let Some(prev) = escalation.last() {
@@ -402,17 +402,20 @@ pub(crate) fn compile(
                     ),
                 ));
             }
-            if kind < prev.action {
+            if let Some(k) = kind.filter(|k| *k < prev.action) {
                 diags.push(err(
                     &action_at,
                     format!(
-                        "{ctx}: {sctx}: action \"{kind}\" is milder than step {}'s \"{}\" (steps must not de-escalate)",
-                        i, prev.action
+                        "{ctx}: {sctx}: action \"{k}\" is milder than step {i}'s \"{}\" (steps must not de-escalate)",
+                        prev.action
                     ),
                 ));
             }
         }
-        escalation.push(EscalationStep { flagged: s.flagged, within, action: kind });
+        // An invalid action was reported above; keep the step (as mild as
+        // allowed) so that later steps are checked without follow-on errors.
+        let action = kind.or(escalation.last().map(|p| p.action)).unwrap_or(ActionKind::RateLimit);
+        escalation.push(EscalationStep { flagged: s.flagged, within, action });
     }
     let longest = escalation.iter().map(|s| s.within).max().unwrap_or_default();
     let decay = match spec.decay.as_deref() {

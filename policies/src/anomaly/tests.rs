@@ -141,6 +141,10 @@ fn invalid_values_are_refused_with_positions_and_quotes() {
         assert!(e.iter().any(|d| d == w), "missing {w}\n got {e:#?}");
     }
     assert_eq!(e.len(), want.len(), "{e:#?}");
+    // An invalid step action is reported once, without follow-on errors for later steps.
+    let e =
+        errors(&GUARD.replace("action: quarantine}", "action: audit}\n    - {flagged: 30, within: 5m, action: block}"));
+    assert_eq!(e.len(), 1, "{e:#?}");
 
     // Steps that de-escalate, a zero rate, a flagged count out of range.
     let e = errors(

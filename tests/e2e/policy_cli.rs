@@ -16,7 +16,7 @@ fn shipped_examples_are_valid() {
     let (code, out) = check(&[examples]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("6 policies (4 authorization, 1 request-authentication, 1 rate-limit) in 1 files: ok"),
+        out.contains("7 policies (4 authorization, 1 request-authentication, 1 rate-limit, 1 anomaly) in 2 files: ok"),
         "{out}"
     );
 }
@@ -65,6 +65,12 @@ fn policy_test_runs_the_shipped_cases_and_reports_failures() {
             .expect("run");
         (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
     };
+    let (code, out) = run(&format!("{root}/policies/cases/inference-guard.yaml"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("PASS  an anomalous inference call is blocked: block by anomaly policy 'inference-guard' rule 1 (anomalous)"),
+        "{out}"
+    );
     let (code, out) = run(&format!("{root}/policies/cases/ml-platform.yaml"));
     assert_eq!(code, 0, "{out}");
     assert!(

@@ -288,13 +288,15 @@ fn deploy_manifests_render_validate_and_inject() {
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let policy = std::fs::read_to_string(root.join("policies/examples/ml-platform.yaml")).expect("policy");
-    let copy = std::fs::read_to_string(root.join("deploy/examples/ml/policies/ml-platform.yaml")).expect("copy");
-    assert_eq!(
-        copy.split_once('\n').map(|(_, rest)| rest),
-        Some(policy.as_str()),
-        "deploy/examples/ml/policies is stale"
-    );
+    for file in ["ml-platform.yaml", "inference-guard.yaml"] {
+        let policy = std::fs::read_to_string(root.join("policies/examples").join(file)).expect("policy");
+        let copy = std::fs::read_to_string(root.join("deploy/examples/ml/policies").join(file)).expect("copy");
+        assert_eq!(
+            copy.split_once('\n').map(|(_, rest)| rest),
+            Some(policy.as_str()),
+            "deploy/examples/ml/policies/{file} is stale"
+        );
+    }
     crate::util::meshward(&["policy", "check", root.join("deploy/examples/ml/policies").to_str().expect("utf8")]);
 
     if !Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success()) {

@@ -322,7 +322,7 @@ fn an_extraction_client_is_refused_while_the_normal_client_is_not() {
         eprintln!("{kind}: {attack}");
     }
     let m = server.metrics();
-    let enforced: f64 = ["block", "rate_limit", "quarantine"]
+    let enforced: f64 = ["block", "rate_limited", "quarantined"]
         .iter()
         .map(|a| {
             metric_sum(&m, "meshward_detector_decisions_total", &[&format!("action=\"{a}\""), "dry_run=\"false\""])

@@ -462,9 +462,14 @@ impl PathTrie {
                 }
             }
         }
-        segs.len() >= 2
-            && !node.terminal
-            && parent.is_some_and(|p| p.children.values().any(|s| !std::ptr::eq(s, node) && s.terminal))
+        // A parent resource of learned endpoints (`/v2/models/a/versions/3` when
+        // `/v2/models/a/versions/3/infer` was learned), below the top levels:
+        // REST services nearly always serve those.
+        let parent_resource = segs.len() >= 3 && !node.terminal && !node.children.is_empty();
+        parent_resource
+            || (segs.len() >= 2
+                && !node.terminal
+                && parent.is_some_and(|p| p.children.values().any(|s| !std::ptr::eq(s, node) && s.terminal)))
     }
 
     /// Learn a normalised path; writes its template into `out`.
@@ -587,6 +592,9 @@ impl Profiles {
         for o in &sample.fields {
             let name = sample.name(o);
             if service_level(o.kind) {
+                if sample.suspicious && o.kind == FieldKind::Client {
+                    continue;
+                }
                 self.service.learn_field(o, name);
             } else if let Some(e) = ep.as_deref_mut() {
                 e.learn_field(o, name);

@@ -21,6 +21,9 @@ use crate::profile::{service_level, FieldWhy, FIELD_CAP};
 pub const HALF_SCORE_BITS: f64 = 10.0;
 /// Surprise of an unseen path that a sibling path has (bits).
 pub const SIBLING_BITS: f64 = 5.0;
+/// Most bits the request shape (k-means distance) adds: below the smallest
+/// anomalous threshold, so the shape alone never flags a request.
+pub const SHAPE_CAP: f64 = 7.0;
 /// Most bits a client's reputation adds to one request.
 pub const REPUTATION_CAP: f64 = 6.0;
 /// Reasons kept in a verdict.
@@ -163,11 +166,12 @@ fn client_sentence(name: &str, v: f64, hi: f64) -> Option<String> {
     let times =
         if hi > 0.0 { format!(", {:.0}x the highest learned ({})", v / hi, fmt_num(hi)) } else { String::new() };
     Some(match name {
-        "rate1s" | "rate10s" => format!("client request rate {} per {}{times}: flood", fmt_num(v), &name[4..]),
+        "rate1s" | "rate10s" | "rate60s" => format!("client request rate {} per {}{times}: flood", fmt_num(v), &name[4..]),
         "errors" => format!("{:.0}% of the client's recent requests failed{times}: probing", v * 100.0),
         "endpoints" => format!("client touched {v:.0} distinct endpoints in its last 16 requests{times}: scanning"),
         "duplicates" => format!("client repeated the same request {v:.0} times in its last 16{times}"),
         "burst" => format!("client sends {v:.0}x its own usual request rate{times}: flood"),
+        "burst60" => format!("client sends {v:.0}x its own usual request rate over a minute{times}: flood"),
         "credentials" => format!(
             "client used {v:.0} different credentials in its last 16 requests{times}: credential stuffing"
         ),
@@ -294,6 +298,7 @@ pub fn empty_sample() -> Sample {
         raw: 0.0,
         flagged: false,
         warming_up: true,
+        suspicious: false,
         model_samples: 0,
     }
 }
@@ -404,6 +409,12 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
             continue; // judged below, against PRADA's own threshold
         }
         let (bits, why) = match owner.field(o.kind, name) {
+            // An unseen endpoint necessarily has an unseen path: counted once, above.
+            Some(p) if endpoint.is_none() && o.kind == FieldKind::Header && name == ":path" => match p.surprise(o) {
+                (_, Some(FieldWhy::UnseenValue)) => continue,
+                (bits, Some(why)) => (bits, Why::Field(why)),
+                _ => continue,
+            },
             Some(p) if p.required => {
                 required_seen[usize::from(service_level(o.kind))] += 1;
                 match p.surprise(o) {
@@ -456,7 +467,9 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     if let Some((c, d, radius, z)) = model.clusters.nearest(&sample.vector) {
         let ratio = d / radius.max(1e-6);
         if ratio > 1.0 {
-            let bits = (4.0 * ratio.log2()).min(16.0);
+            // The shape is a weak, combined signal (k-means in a 16-number
+            // space): it ranks, and flags only together with other evidence.
+            let bits = (4.0 * ratio.log2()).min(SHAPE_CAP);
             acc.add(bits, || {
                 let centroid = &model.clusters.centroids[c];
                 let (j, dev) = (0..DIM).map(|j| (j, z[j] - centroid[j])).fold((0, 0.0f64), |b, x| {
@@ -511,7 +524,6 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
 
     let raw = acc.raw;
     let excess = if model.ready { own - model.thresholds.suspicious } else { 0.0 };
-    clients.observe_score(req.client, excess.max(0.0));
     let band = if !model.ready {
         Band::WarmingUp
     } else if own >= model.thresholds.anomalous {
@@ -521,12 +533,14 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     } else {
         Band::Normal
     };
+    clients.observe_verdict(req.client, excess.max(0.0), band == Band::Anomalous);
     let mut reasons = acc.reasons;
     reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
     reasons.truncate(MAX_REASONS);
     sample.raw = own;
     sample.flagged = band == Band::Anomalous;
     sample.warming_up = band == Band::WarmingUp;
+    sample.suspicious = band >= Band::Suspicious;
     sample.model_samples = model.samples;
     Scored {
         verdict: Verdict {

@@ -37,6 +37,12 @@ pub struct ClientState {
     /// Highest 10 s rate in the current block, folded into the peak when it ends.
     rate_block: f32,
     block_start: f64,
+    /// Decayed request count, 60 s time constant, and its own peak over
+    /// earlier 120 s blocks (the longer-window baseline).
+    rate60: f32,
+    rate60_peak: f32,
+    rate60_block: f32,
+    block60_start: f64,
     sweep: f32,
     /// Per model (two most recent): decayed input deviation and its count.
     spread_models: [(u32, f32, u16); 2],
@@ -50,6 +56,9 @@ pub struct ClientState {
     md_n: u8,
     md_pos: u8,
     chain: u16,
+    /// Whether the client's last scored request was flagged: its response's
+    /// error is then already explained and does not count as probing.
+    last_flagged: bool,
     prada: f32,
     endpoints: [u32; RECENT],
     fingerprints: [u64; RECENT],
@@ -69,6 +78,10 @@ impl ClientState {
             rate_peak: 0.0,
             rate_block: 0.0,
             block_start: ts,
+            rate60: 0.0,
+            rate60_peak: 0.0,
+            rate60_block: 0.0,
+            block60_start: ts,
             sweep: 0.0,
             spread_models: [(0, 0.0, 0); 2],
             reputation: 0.0,
@@ -81,6 +94,7 @@ impl ClientState {
             md_n: 0,
             md_pos: 0,
             chain: 0,
+            last_flagged: false,
             prada: f32::NAN,
             endpoints: [0; RECENT],
             fingerprints: [0; RECENT],
@@ -108,8 +122,16 @@ impl ClientState {
 pub struct Signals {
     /// Decayed request count, 1 s time constant (about requests per second).
     pub rate1: f64,
-    /// Decayed request count, 10 s time constant.
+    /// Decayed request count, 10 s time constant, capped at ten times the
+    /// 1 s count so that it falls as soon as the client slows down (the
+    /// ordinary requests after a burst are not blamed for it).
     pub rate10: f64,
+    /// Decayed request count, 60 s time constant, capped likewise at six
+    /// times the capped 10 s count.
+    pub rate60: f64,
+    /// The client's 60 s rate over its own peak 60 s rate in earlier 120 s
+    /// blocks, after 100 requests (a sustained flood within short peaks).
+    pub burst60: Option<f64>,
     /// The client's 10 s rate over its own peak 10 s rate in earlier 30 s
     /// blocks, after 100 requests.
     pub burst: Option<f64>,
@@ -141,8 +163,12 @@ impl Signals {
     pub fn push(&self, sample: &mut Sample) {
         sample.push_num(FieldKind::Client, "rate1s", self.rate1);
         sample.push_num(FieldKind::Client, "rate10s", self.rate10);
+        sample.push_num(FieldKind::Client, "rate60s", self.rate60);
         if let Some(b) = self.burst {
             sample.push_num(FieldKind::Client, "burst", b);
+        }
+        if let Some(b) = self.burst60 {
+            sample.push_num(FieldKind::Client, "burst60", b);
         }
         if let Some(w) = self.sweep {
             sample.push_num(FieldKind::Client, "sweep", w);
@@ -293,6 +319,11 @@ impl Clients {
         st.last_ts = st.last_ts.max(ts);
         st.rate1 = (f64::from(st.rate1) * (-dt).exp() + 1.0) as f32;
         st.rate10 = (f64::from(st.rate10) * (-dt / 10.0).exp() + 1.0) as f32;
+        st.rate60 = (f64::from(st.rate60) * (-dt / 60.0).exp() + 1.0) as f32;
+        // What the client does now: the longer windows count only as far as the
+        // shorter ones agree, so they rise with a flood but drop when it stops.
+        let rate10 = f64::from(st.rate10).min(10.0 * f64::from(st.rate1));
+        let rate60 = f64::from(st.rate60).min(6.0 * rate10);
         // The client's own normal: its peak 10 s rate over earlier 30 s blocks
         // (the current block cannot raise its own baseline).
         if ts - st.block_start >= 30.0 {
@@ -301,7 +332,14 @@ impl Clients {
             st.block_start = ts;
         }
         st.rate_block = st.rate_block.max(st.rate10);
-        let burst = (st.requests >= 100).then(|| f64::from(st.rate10) / f64::from(st.rate_peak).max(1.0));
+        if ts - st.block60_start >= 120.0 {
+            st.rate60_peak = st.rate60_peak.max(st.rate60_block);
+            st.rate60_block = 0.0;
+            st.block60_start = ts;
+        }
+        st.rate60_block = st.rate60_block.max(st.rate60);
+        let burst = (st.requests >= 100).then(|| rate10 / f64::from(st.rate_peak).max(1.0));
+        let burst60 = (st.requests >= 100).then(|| rate60 / f64::from(st.rate60_peak).max(1.0));
         st.requests = st.requests.saturating_add(1);
 
         let filled = (st.requests as usize).min(RECENT);
@@ -405,7 +443,9 @@ impl Clients {
         let errors = (st.resp_n >= 8).then(|| f64::from(st.resp_bits.count_ones()) / f64::from(st.resp_n));
         Signals {
             rate1: f64::from(st.rate1),
-            rate10: f64::from(st.rate10),
+            rate10,
+            rate60,
+            burst60,
             burst,
             sweep,
             credentials: credentials as f64,
@@ -422,8 +462,15 @@ impl Clients {
 
     /// Fold a request's raw score into its client's reputation.
     pub fn observe_score(&mut self, client: &str, raw: f64) {
+        self.observe_verdict(client, raw, false);
+    }
+
+    /// Fold a request's raw score into its client's reputation and remember
+    /// whether it was flagged (see [`Clients::observe_response`]).
+    pub fn observe_verdict(&mut self, client: &str, raw: f64, flagged: bool) {
         if let Some(&i) = self.map.get(&fnv1a(client.as_bytes())) {
             let st = &mut self.slots[i as usize].state;
+            st.last_flagged = flagged;
             let raw = if raw.is_finite() { raw.clamp(0.0, 40.0) } else { 40.0 };
             st.reputation = (f64::from(st.reputation) * 0.85 + raw * 0.15) as f32;
         }
@@ -431,8 +478,19 @@ impl Clients {
 
     /// Record a response to `client`: `status` >= 400 counts as an error.
     /// `latency` (seconds) is accepted for future signals and not used yet.
+    ///
+    /// The error share measures *unexplained* failures: the response to a
+    /// request that was itself flagged is not counted (its failure is already
+    /// on record), so the ordinary requests a client sends after an attack it
+    /// was caught at are not blamed for the attack's errors, while a client
+    /// whose unremarkable-looking requests keep failing (guessing IDs,
+    /// credentials, paths) still builds up the signal.
     pub fn observe_response(&mut self, client: &str, status: u16, _latency: f64, ts: f64) {
         let st = self.touch(client, ts);
+        if st.last_flagged {
+            st.last_flagged = false;
+            return;
+        }
         st.resp_bits = (st.resp_bits << 1) | u32::from(status >= 400);
         st.resp_n = (st.resp_n + 1).min(32);
     }
@@ -495,6 +553,37 @@ mod tests {
         }
         let s = c.observe_request("a", 1.0, &ex(0, 1, None));
         assert_eq!(s.errors, Some(1.0));
+    }
+
+    #[test]
+    fn errors_of_flagged_requests_are_explained() {
+        let mut c = Clients::new(10);
+        for i in 0..10 {
+            c.observe_request("caught", f64::from(i), &ex(0, i as u64, None));
+            c.observe_verdict("caught", 20.0, true);
+            c.observe_response("caught", 400, 0.01, f64::from(i));
+            c.observe_request("quiet", f64::from(i), &ex(0, i as u64, None));
+            c.observe_verdict("quiet", 0.0, false);
+            c.observe_response("quiet", 404, 0.01, f64::from(i));
+        }
+        // The caught client's failures are on record already; the quiet one's are not.
+        assert_eq!(c.observe_request("caught", 11.0, &ex(0, 99, None)).errors, None);
+        assert_eq!(c.observe_request("quiet", 11.0, &ex(0, 99, None)).errors, Some(1.0));
+    }
+
+    #[test]
+    fn rates_fall_when_a_burst_stops() {
+        let mut c = Clients::new(10);
+        let mut s = Signals::default();
+        for i in 0..200 {
+            s = c.observe_request("b", f64::from(i) * 0.05, &ex(0, i as u64, None));
+        }
+        assert!(s.rate10 > 50.0 && s.rate60 > 50.0, "{s:?}");
+        // One ordinary request 5 s later: the 10 s window still holds the burst,
+        // the request is judged on what the client does now.
+        let after = c.observe_request("b", 15.0, &ex(0, 999, None));
+        assert!(after.rate10 < 12.0 && s.rate10 > 100.0, "{after:?}");
+        assert!(after.rate60 <= 6.0 * after.rate10 + 1e-9, "{after:?}");
     }
 
     #[test]

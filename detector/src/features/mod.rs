@@ -241,6 +241,11 @@ pub struct Sample {
     pub flagged: bool,
     /// Whether the model was still warming up when it was scored.
     pub warming_up: bool,
+    /// Whether the verdict was suspicious or above: the client-behaviour
+    /// baselines (rates, bursts, errors, ...) do not learn from it, so a
+    /// flood or probe that ramps up slowly cannot raise them before it is
+    /// flagged.
+    pub suspicious: bool,
     /// Samples the scoring model had learned (calibration skips young models).
     pub model_samples: u64,
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -44,6 +44,10 @@ pub struct EvalArgs {
     /// of the test file, with their reasons, to stderr (for tuning).
     #[arg(long, default_value_t = 0)]
     pub show: usize,
+    /// Write one tab-separated line per test request (label, scenario, client, own bits, raw bits,
+    /// band, top reasons) to this file, for offline analysis.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
 }
 
 /// Requests between progress lines on stderr.
@@ -105,11 +109,17 @@ fn keep_extremes(v: &mut Vec<(f64, bool, String, String)>, n: usize) {
     *v = normal.chain(attack).collect();
 }
 
+/// Per client: its test requests, and how it was caught.
 #[derive(Default)]
 struct ClientTally {
     requests: u32,
     attacks: u32,
+    /// Requests since (and including) its first attack request.
+    since_attack: u32,
+    /// Flagged within its first `FIRST_REQUESTS` test requests.
     flagged_early: bool,
+    /// Flagged within `FIRST_REQUESTS` requests from its first attack.
+    flagged_after_attack: bool,
 }
 
 /// Runs `meshward eval`.
@@ -162,10 +172,34 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let mut warming = 0u64;
     // (score, label, line summary, reasons) of the extremes, when --show asks for them.
     let mut shown: Vec<(f64, bool, String, String)> = Vec::new();
+    let mut dump = match &args.dump {
+        Some(p) => {
+            Some(BufWriter::new(File::create(p).with_context(|| format!("cannot create dump file {}", p.display()))?))
+        }
+        None => None,
+    };
+    let mut dump_error: Option<std::io::Error> = None;
     let test_start = Instant::now();
     skipped += replay_file(&args.test, args.skip_bad, "test", |r| {
         let v = replay.step(&r);
         let is_attack = r.label == Label::Attack;
+        if let Some(out) = dump.as_mut() {
+            let reasons: Vec<String> =
+                v.reasons.iter().take(3).map(|x| format!("{:.1} {}", x.contribution, x.message())).collect();
+            let line = format!(
+                "{}\t{}\t{}\t{:.2}\t{:.2}\t{}\t{}\n",
+                if is_attack { "attack" } else { "normal" },
+                r.scenario.as_deref().unwrap_or("-"),
+                r.client,
+                v.own,
+                v.raw,
+                v.band.as_str(),
+                reasons.join("; ").replace(['\t', '\n'], " ")
+            );
+            if let Err(e) = out.write_all(line.as_bytes()) {
+                dump_error.get_or_insert(e);
+            }
+        }
         if args.show > 0 {
             let reasons: Vec<String> =
                 v.reasons.iter().map(|x| format!("{:.1} {}", x.contribution, x.message())).collect();
@@ -196,8 +230,22 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         if t.requests <= FIRST_REQUESTS && v.flagged() {
             t.flagged_early = true;
         }
+        // A client that turns hostile mid-file (a flood from a known client) is
+        // judged from its first attack request on.
+        if t.attacks > 0 {
+            t.since_attack += 1;
+            if t.since_attack <= FIRST_REQUESTS && v.flagged() {
+                t.flagged_after_attack = true;
+            }
+        }
     })?;
     let test_seconds = test_start.elapsed().as_secs_f64();
+    if let Some(mut out) = dump {
+        if let Some(e) = dump_error.take() {
+            return Err(e).context("cannot write the dump file");
+        }
+        out.flush().context("cannot write the dump file")?;
+    }
     if args.show > 0 {
         keep_extremes(&mut shown, args.show);
         for (raw, is_attack, what, reasons) in &shown {
@@ -223,7 +271,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         );
     }
     let attacking: Vec<&ClientTally> = tallies.values().filter(|t| t.attacks > 0).collect();
-    let caught = attacking.iter().filter(|t| t.flagged_early).count();
+    let caught = attacking.iter().filter(|t| t.flagged_after_attack).count();
+    let caught_from_start = attacking.iter().filter(|t| t.flagged_early).count();
     let op = metrics::operating_point(&flagged, &attack);
     let out: Value = json!({
         "requests": n,
@@ -239,6 +288,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         "clients": {
             "attacking": attacking.len(),
             "flagged_within_50": if attacking.is_empty() { Value::Null } else { json!(caught as f64 / attacking.len() as f64) },
+            "flagged_within_first_50": if attacking.is_empty() { Value::Null } else { json!(caught_from_start as f64 / attacking.len() as f64) },
             "total": tallies.len(),
         },
         "requests_per_second": if test_seconds > 0.0 { n as f64 / test_seconds } else { 0.0 },

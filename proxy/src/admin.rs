@@ -108,6 +108,9 @@ async fn handle(req: Request<Incoming>, state: Arc<AdminState>) -> Result<Respon
         },
         "/metrics" => {
             state.refresh_cert_gauges();
+            if let Some(det) = &state.detector {
+                det.refresh_gauges();
+            }
             text(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode())
         }
         "/identity" => {

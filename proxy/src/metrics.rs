@@ -142,6 +142,10 @@ pub struct Metrics {
     pub detector_model_swaps: Counter,
     /// Version of the model scoring now.
     pub detector_model_version: Gauge,
+    /// Clients in the anomaly policies' offender book (set when /metrics is read).
+    pub detector_offenders: Gauge,
+    /// Clients pushed out of the full offender book since start (set when /metrics is read).
+    pub detector_offender_evictions: Gauge,
     /// Requests recorded by `detector.record`, by result (written, dropped, full, error).
     pub detector_records: Family<ResultLabel, Counter>,
     /// Alert findings, deliveries and drops.
@@ -173,6 +177,8 @@ impl Metrics {
             detector_model_swaps: Counter::default(),
             detector_model_version: Gauge::default(),
             detector_records: Family::default(),
+            detector_offenders: Gauge::default(),
+            detector_offender_evictions: Gauge::default(),
             alerts: crate::alerts::AlertMetrics::default(),
             registry: Registry::default(),
         };
@@ -246,6 +252,16 @@ impl Metrics {
             "detector_model_version",
             "Version of the detector model scoring now",
             m.detector_model_version.clone(),
+        );
+        registry.register(
+            "detector_offenders",
+            "Clients the anomaly policies remember (escalation, quarantine)",
+            m.detector_offenders.clone(),
+        );
+        registry.register(
+            "detector_offender_evictions",
+            "Clients pushed out of the full offender book since start (detector.max_offenders)",
+            m.detector_offender_evictions.clone(),
         );
         registry.register(
             "detector_records",

@@ -196,6 +196,13 @@ impl Detector {
         Ok(Judged { verdict, decision, sample: scored.sample })
     }
 
+    /// Sets the offender-book gauges (called when `/metrics` is read).
+    pub fn refresh_gauges(&self) {
+        let book = self.offenders.lock().unwrap_or_else(|p| p.into_inner());
+        self.metrics.detector_offenders.set(i64::try_from(book.len()).unwrap_or(i64::MAX));
+        self.metrics.detector_offender_evictions.set(i64::try_from(book.evictions()).unwrap_or(i64::MAX));
+    }
+
     /// Hands the sample of an allowed request to the learner (never waits).
     /// During warm-up every sample goes; afterwards `learn_per_second` at most.
     pub fn learn(&self, sample: Sample) {

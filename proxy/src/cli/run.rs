@@ -279,8 +279,8 @@ pub async fn run(config: Config, policies: PolicyStore) -> anyhow::Result<()> {
 }
 
 /// The detector of the inbound side, when it is enabled. The false-positive
-/// budget of the attached anomaly policies (the smallest, if several set
-/// one) calibrates the model; it is read at start.
+/// budget and warm-up of the attached anomaly policies (the smallest, if
+/// several set one) replace the detector's own; they are read at start.
 fn start_detector(
     config: &Config,
     policies: &PolicyStore,
@@ -294,6 +294,9 @@ fn start_detector(
     if let Some(budget) = set.anomaly.iter().filter_map(|p| p.fp_budget).reduce(f64::min) {
         cfg.model.fp_budget = budget;
         cfg.model.suspicious_budget = cfg.model.suspicious_budget.max(budget);
+    }
+    if let Some(warmup) = set.anomaly.iter().filter_map(|p| p.warmup_samples).min() {
+        cfg.model.warmup_samples = warmup;
     }
     Ok(Some(Arc::new(crate::detect::Detector::start(cfg, metrics.clone())?)))
 }

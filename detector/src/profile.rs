@@ -529,7 +529,37 @@ pub struct InputProfile {
     pub positions: Vec<Stat>,
     /// Statistics of the per-position deviation of whole requests.
     pub deviation: Stat,
+    /// Joint statistics of the first k positions, for k = 2..=`JOINT`,
+    /// over the requests with at least k elements (index k - 2).
+    #[serde(default)]
+    pub joint: Vec<Joint>,
+    /// Shift subtracted before the joint sums (the first values learned).
+    #[serde(default)]
+    pub shift: Vec<f64>,
+    /// Inverse of the ridged correlation matrix of the leading positions,
+    /// computed at publication (empty until enough was learned).
+    #[serde(default)]
+    pub inv_corr: Vec<f64>,
 }
+
+/// Sums of the first k positions over the requests with at least k elements.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Joint {
+    /// Requests.
+    pub n: f64,
+    /// Per position: sum of the shifted values.
+    pub sum: Vec<f64>,
+    /// Row-major k x k: sum of products of the shifted values.
+    pub ss: Vec<f64>,
+}
+
+/// Leading positions of an input whose correlations are learned: a query
+/// that breaks them (a uniform sweep of a box, a synthetic point) is far in
+/// Mahalanobis distance though every element is in range.
+pub const JOINT: usize = 8;
+/// Ridge added to the correlation matrix's diagonal: bounds how much a
+/// direction of (near) zero learned variance can amplify a deviation (20x).
+pub const RIDGE: f64 = 0.05;
 
 impl InputProfile {
     /// The learned element range, once there is enough data.
@@ -552,10 +582,109 @@ impl InputProfile {
         for (s, v) in self.positions.iter_mut().zip(&t.lead) {
             s.push(f64::from(*v));
         }
+        let len = t.lead.len().min(JOINT);
+        if len >= 2 && t.lead[..len].iter().all(|v| v.is_finite()) {
+            let mut x = [0.0; JOINT];
+            for (i, v) in t.lead[..len].iter().enumerate() {
+                if self.shift.len() <= i {
+                    self.shift.push(f64::from(*v));
+                }
+                x[i] = f64::from(*v) - self.shift[i];
+            }
+            if self.joint.len() < len - 1 {
+                self.joint.resize(len - 1, Joint::default());
+            }
+            for k in 2..=len {
+                let j = &mut self.joint[k - 2];
+                if j.sum.len() != k {
+                    j.sum = vec![0.0; k];
+                    j.ss = vec![0.0; k * k];
+                }
+                j.n += 1.0;
+                for a in 0..k {
+                    j.sum[a] += x[a];
+                    for b in 0..k {
+                        j.ss[a * k + b] += x[a] * x[b];
+                    }
+                }
+            }
+        }
         if let Some(d) = t.deviation {
             self.deviation.push(d);
         }
     }
+}
+
+impl InputProfile {
+    /// Invert the ridged correlation matrix of the leading positions.
+    fn refresh(&mut self) {
+        self.inv_corr.clear();
+        // The longest prefix that at least half the requests have.
+        let Some((k, joint)) = (2..=self.joint.len() + 1).rev().map(|k| (k, &self.joint[k - 2])).find(|(k, j)| {
+            j.n >= (MIN_OBS as f64).max(0.5 * self.n as f64) && j.sum.len() == *k && j.ss.len() == k * k
+        }) else {
+            return;
+        };
+        let n = joint.n;
+        let mut c = vec![0.0; k * k];
+        for a in 0..k {
+            for b in 0..k {
+                c[a * k + b] = joint.ss[a * k + b] / n - (joint.sum[a] / n) * (joint.sum[b] / n);
+            }
+        }
+        let mut r = vec![0.0; k * k];
+        for i in 0..k {
+            for j in 0..k {
+                let (a, b) = (c[i * k + i], c[j * k + j]);
+                r[i * k + j] = if i == j {
+                    1.0 + RIDGE
+                } else if a > 1e-12 && b > 1e-12 {
+                    (c[i * k + j] / (a * b).sqrt()).clamp(-1.0, 1.0)
+                } else {
+                    0.0
+                };
+            }
+        }
+        if let Some(inv) = invert(&mut r, k) {
+            self.inv_corr = inv;
+        }
+    }
+}
+
+/// Gauss-Jordan inverse of a `k` x `k` symmetric positive definite matrix
+/// (row-major); `None` when it is numerically singular.
+fn invert(a: &mut [f64], k: usize) -> Option<Vec<f64>> {
+    let mut inv = vec![0.0; k * k];
+    for i in 0..k {
+        inv[i * k + i] = 1.0;
+    }
+    for col in 0..k {
+        let piv = (col..k).max_by(|x, y| a[x * k + col].abs().total_cmp(&a[y * k + col].abs()))?;
+        if a[piv * k + col].abs() < 1e-9 {
+            return None;
+        }
+        for j in 0..k {
+            a.swap(col * k + j, piv * k + j);
+            inv.swap(col * k + j, piv * k + j);
+        }
+        let d = a[col * k + col];
+        for j in 0..k {
+            a[col * k + j] /= d;
+            inv[col * k + j] /= d;
+        }
+        for row in 0..k {
+            if row != col {
+                let f = a[row * k + col];
+                if f != 0.0 {
+                    for j in 0..k {
+                        a[row * k + j] -= f * a[col * k + j];
+                        inv[row * k + j] -= f * inv[col * k + j];
+                    }
+                }
+            }
+        }
+    }
+    inv.iter().all(|v| v.is_finite()).then_some(inv)
 }
 
 impl Profiles {
@@ -604,6 +733,9 @@ impl Profiles {
 
     /// Recompute derived statistics before publishing.
     pub fn refresh(&mut self) {
+        for p in self.inputs.values_mut() {
+            p.refresh();
+        }
         self.endpoints_once = self.endpoints.values().filter(|e| e.n == 1).count() as u64;
         for e in self.endpoints.values_mut() {
             e.refresh();
@@ -622,6 +754,28 @@ impl crate::features::oip::InputRanges for Profiles {
 mod tests {
     use super::*;
     use crate::features::Sample;
+
+    #[test]
+    fn joint_deviation_sees_broken_correlations() {
+        use crate::features::oip::{deviation, deviation_joint, TensorObs};
+        // Two strongly correlated inputs (petal length and width, say).
+        let mut p = InputProfile::default();
+        for i in 0..500 {
+            let a = f64::from(i % 50) / 10.0;
+            let b = a * 0.4 + f64::from(i % 7) * 0.02;
+            let lead = vec![a as f32, b as f32];
+            p.learn(&TensorObs { input: "m/x".into(), lead, min: 0.0, max: 5.0, deviation: None });
+        }
+        p.refresh();
+        assert_eq!(p.inv_corr.len(), 4);
+        let typical = [2.5, 1.05];
+        let broken = [0.5, 1.9]; // both in range, but against the correlation
+        let j_typ = deviation_joint(&typical, &p.positions, &p.inv_corr).expect("learned");
+        let j_brk = deviation_joint(&broken, &p.positions, &p.inv_corr).expect("learned");
+        let z_brk = deviation(&broken, &p.positions).expect("learned");
+        assert!(j_typ < 1.5, "{j_typ}");
+        assert!(j_brk > 2.0 * z_brk && j_brk > 4.0, "joint {j_brk} vs per-position {z_brk}");
+    }
 
     fn obs(s: &mut Sample, kind: FieldKind, name: &str, v: &[u8]) -> FieldObs {
         s.fields.clear();

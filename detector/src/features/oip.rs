@@ -66,9 +66,42 @@ pub struct TensorObs {
 /// against their learned statistics: about 1 for inputs like the learned
 /// ones, larger for inputs spread over the whole domain or shifted.
 pub fn deviation(values: &[f64], positions: &[crate::profile::Stat]) -> Option<f64> {
+    deviation_joint(values, positions, &[])
+}
+
+/// [`deviation`] in whitened coordinates: the leading positions count by
+/// their Mahalanobis distance under the learned correlations (`inv_corr`,
+/// see [`crate::profile::InputProfile::inv_corr`]), the rest by their
+/// z-scores. Still about 1 for inputs like the learned ones; larger for
+/// queries that break the learned correlations (a uniform sweep of the box).
+pub fn deviation_joint(values: &[f64], positions: &[crate::profile::Stat], inv_corr: &[f64]) -> Option<f64> {
     let mut sum = 0.0;
     let mut n = 0usize;
-    for (v, p) in values.iter().zip(positions) {
+    let k = (inv_corr.len() as f64).sqrt() as usize;
+    let mut skip = 0;
+    if k >= 2
+        && k * k == inv_corr.len()
+        && values.len() >= k
+        && positions.len() >= k
+        && positions[..k].iter().all(|p| p.n >= crate::profile::MIN_OBS)
+        && values[..k].iter().all(|v| v.is_finite())
+    {
+        let mut z = [0.0; crate::profile::JOINT];
+        for ((o, v), p) in z.iter_mut().zip(values).zip(positions).take(k) {
+            let sd = p.std().max(1e-6 * p.mean.abs()).max(1e-9);
+            *o = ((v - p.mean) / sd).clamp(-1e3, 1e3);
+        }
+        let mut d2 = 0.0;
+        for i in 0..k {
+            let row = &inv_corr[i * k..(i + 1) * k];
+            d2 += z[i] * row.iter().zip(&z[..k]).map(|(a, b)| a * b).sum::<f64>();
+        }
+        // The ridge keeps the matrix positive definite: d2 >= 0 up to rounding.
+        sum += d2.max(0.0);
+        n += k;
+        skip = k;
+    }
+    for (v, p) in values.iter().zip(positions).skip(skip) {
         if p.n < crate::profile::MIN_OBS || !v.is_finite() {
             continue;
         }
@@ -408,7 +441,7 @@ pub fn extract(
             put(sample, &mut name, ".nonfinite", st.nonfinite as f64);
             put(sample, &mut name, ".outside", st.outside);
             name.truncate(base);
-            let dev = learned.and_then(|p| deviation(&nums, &p.positions));
+            let dev = learned.and_then(|p| deviation_joint(&nums, &p.positions, &p.inv_corr));
             if let Some(d) = dev {
                 put(sample, &mut name, ".deviation", d);
             }

@@ -4,6 +4,7 @@
 
 mod util;
 
+mod anomaly;
 mod capture_init;
 mod config;
 mod eval_cli;

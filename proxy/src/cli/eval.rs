@@ -48,6 +48,14 @@ pub struct EvalArgs {
     /// band, top reasons) to this file, for offline analysis.
     #[arg(long)]
     pub dump: Option<PathBuf>,
+    /// Learn nothing from the test file (as a sidecar with `detector.learn: false`): every
+    /// test request is judged by the model trained or loaded before it.
+    #[arg(long)]
+    pub freeze: bool,
+    /// Write one JSON line per test request, in order: `{"line", "client", "score", "band"}`
+    /// (compare with the `score` of a sidecar's `detector.record` file).
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
 }
 
 /// Requests between progress lines on stderr.
@@ -60,6 +68,8 @@ struct Replay {
     model: Model,
     learner: Learner,
     clients: Clients,
+    /// Learn from each request after scoring it (off with --freeze in the test phase).
+    learn: bool,
 }
 
 impl Replay {
@@ -69,9 +79,11 @@ impl Replay {
         let req =
             Request { method: &r.method, uri: &r.uri, headers: &headers, body: &r.body, client: &r.client, ts: r.ts };
         let scored = score(&self.model, &mut self.clients, &req);
-        self.learner.learn(&scored.sample);
-        if let Some(m) = self.learner.maybe_publish() {
-            self.model = m;
+        if self.learn {
+            self.learner.learn(&scored.sample);
+            if let Some(m) = self.learner.maybe_publish() {
+                self.model = m;
+            }
         }
         if let Some(status) = r.status {
             let latency = r.latency_ms.unwrap_or(0.0) / 1000.0;
@@ -137,7 +149,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     if args.train.is_none() && args.load_model.is_none() {
         bail!("nothing to learn from: give --train or --load-model");
     }
-    let mut replay = Replay { model, learner, clients: Clients::new(cfg.max_clients) };
+    let mut replay = Replay { model, learner, clients: Clients::new(cfg.max_clients), learn: true };
 
     let mut skipped = 0;
     let mut train_requests = 0u64;
@@ -179,10 +191,26 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut dump_error: Option<std::io::Error> = None;
+    let mut scores_out = match &args.scores {
+        Some(p) => {
+            Some(BufWriter::new(File::create(p).with_context(|| format!("cannot create scores file {}", p.display()))?))
+        }
+        None => None,
+    };
+    let mut scores_error: Option<std::io::Error> = None;
+    replay.learn = !args.freeze;
     let test_start = Instant::now();
+    let mut line = 0u64;
     skipped += replay_file(&args.test, args.skip_bad, "test", |r| {
         let v = replay.step(&r);
         let is_attack = r.label == Label::Attack;
+        line += 1;
+        if let Some(out) = scores_out.as_mut() {
+            let row = json!({"line": line, "client": r.client, "score": v.score, "band": v.band.as_str()});
+            if let Err(e) = writeln!(out, "{row}") {
+                scores_error.get_or_insert(e);
+            }
+        }
         if let Some(out) = dump.as_mut() {
             let reasons: Vec<String> =
                 v.reasons.iter().take(3).map(|x| format!("{:.1} {}", x.contribution, x.message())).collect();
@@ -240,6 +268,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         }
     })?;
     let test_seconds = test_start.elapsed().as_secs_f64();
+    if let Some(mut out) = scores_out {
+        if let Some(e) = scores_error.take() {
+            return Err(e).context("cannot write the scores file");
+        }
+        out.flush().context("cannot write the scores file")?;
+    }
     if let Some(mut out) = dump {
         if let Some(e) = dump_error.take() {
             return Err(e).context("cannot write the dump file");

@@ -39,6 +39,8 @@ pub struct RawDetector {
     pub record: Option<PathBuf>,
     /// Stop recording once the file has this many bytes (default 1 GiB).
     pub record_max_bytes: Option<u64>,
+    /// Write credential headers as they are instead of pseudonymised (default false).
+    pub record_credentials: Option<bool>,
     /// Model settings (see `meshward_detector::RawConfig`).
     #[serde(default)]
     pub tuning: meshward_detector::RawConfig,
@@ -84,6 +86,8 @@ pub struct DetectorConfig {
     pub record: Option<PathBuf>,
     /// Recording size bound.
     pub record_max_bytes: u64,
+    /// Credentials recorded as they are.
+    pub record_credentials: bool,
     /// Model settings.
     pub model: meshward_detector::Config,
 }
@@ -104,6 +108,7 @@ impl Default for DetectorConfig {
             max_offenders: 100_000,
             record: None,
             record_max_bytes: 1 << 30,
+            record_credentials: false,
             model: meshward_detector::Config::default(),
         }
     }
@@ -177,6 +182,7 @@ impl TryFrom<RawDetector> for DetectorConfig {
             max_offenders: bounded("detector.max_offenders", raw.max_offenders, d.max_offenders, 1, 10_000_000)?,
             record: raw.record,
             record_max_bytes: raw.record_max_bytes.unwrap_or(d.record_max_bytes),
+            record_credentials: raw.record_credentials.unwrap_or(d.record_credentials),
             model,
         })
     }

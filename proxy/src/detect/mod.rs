@@ -117,7 +117,9 @@ impl Detector {
             None
         };
         let recorder = match &cfg.record {
-            Some(path) => Some(record::Recorder::start(path, cfg.record_max_bytes, metrics.clone())?),
+            Some(path) => {
+                Some(record::Recorder::start(path, cfg.record_max_bytes, cfg.record_credentials, metrics.clone())?)
+            }
             None => None,
         };
         Ok(Detector {

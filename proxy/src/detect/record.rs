@@ -5,11 +5,18 @@
 //!
 //! Lines go over a bounded queue to a writer thread (a full queue drops the
 //! line and counts it); the file stops growing at `record_max_bytes`.
-//! Credentials are masked: the values of `authorization`,
-//! `proxy-authorization`, `cookie`, `set-cookie` and `x-api-key` keep their
-//! length and character classes (upper case -> `X`, lower case -> `x`,
-//! digit -> `0`, other bytes unchanged), so the detector's features of
-//! them are unchanged while the secret is gone.
+//! Credentials are pseudonymised: each letter and digit of the values of
+//! `authorization`, `proxy-authorization`, `cookie`, `set-cookie` and
+//! `x-api-key` is replaced by one of the same class drawn from a stream keyed
+//! by SHA-256 of a random per-process key and the value (other bytes stay).
+//! Length, character classes and which requests carried the same credential
+//! survive, so most of the detector's features of them (credential churn
+//! included) are kept, while the secret is gone and cannot be recovered from
+//! the file. The detector also learns which exact values a header takes, so a
+//! request whose credential the model learned scores higher offline under its
+//! pseudonym; `record_credentials: true` writes credentials as they are, for a
+//! recording that reproduces the sidecar's scores exactly (keep such a file
+//! as secret as the credentials).
 
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -29,16 +36,40 @@ const SECRET_HEADERS: [&str; 5] = ["authorization", "proxy-authorization", "cook
 pub struct Recorder {
     tx: SyncSender<String>,
     metrics: Arc<Metrics>,
+    /// Random per-process key of the pseudonyms (never written anywhere);
+    /// `None`: credentials are written as they are (`record_credentials`).
+    key: Option<[u8; 32]>,
 }
 
-/// Masks a credential, keeping its length and character classes.
-pub fn mask(value: &str) -> String {
-    value
+/// Pseudonymises a credential under `key`: same length and character
+/// classes; equal values map to equal pseudonyms, different ones (almost
+/// surely) to different ones. An authentication scheme (`Bearer `,
+/// `Basic `) and a JWT's first segment (its header: algorithm and key id,
+/// no secret) are kept as they are.
+pub fn mask(key: &[u8; 32], value: &str) -> String {
+    let (scheme, rest) = match value.split_once(' ') {
+        Some((s, r)) if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphabetic()) => (&value[..=s.len()], r),
+        _ => ("", value),
+    };
+    let (jwt_header, secret) = match rest.split_once('.') {
+        Some((h, r)) if h.starts_with("eyJ") => (&rest[..=h.len()], r),
+        _ => ("", rest),
+    };
+    format!("{scheme}{jwt_header}{}", pseudonym(key, value, secret))
+}
+
+/// `secret` with each letter and digit drawn from a stream keyed by `key` and `whole`.
+fn pseudonym(key: &[u8; 32], whole: &str, secret: &str) -> String {
+    use rand::{Rng, SeedableRng};
+    use sha2::{Digest, Sha256};
+    let seed: [u8; 32] = Sha256::new().chain_update(key).chain_update(whole.as_bytes()).finalize().into();
+    let mut rng = rand::rngs::StdRng::from_seed(seed);
+    secret
         .chars()
         .map(|c| match c {
-            'A'..='Z' => 'X',
-            'a'..='z' => 'x',
-            '0'..='9' => '0',
+            'A'..='Z' => char::from(b'A' + rng.gen_range(0..26u8)),
+            'a'..='z' => char::from(b'a' + rng.gen_range(0..26u8)),
+            '0'..='9' => char::from(b'0' + rng.gen_range(0..10u8)),
             c => c,
         })
         .collect()
@@ -46,7 +77,12 @@ pub fn mask(value: &str) -> String {
 
 impl Recorder {
     /// Opens (appends to) `path` and starts the writer thread.
-    pub fn start(path: &std::path::Path, max_bytes: u64, metrics: Arc<Metrics>) -> anyhow::Result<Recorder> {
+    pub fn start(
+        path: &std::path::Path,
+        max_bytes: u64,
+        credentials: bool,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Recorder> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -58,7 +94,7 @@ impl Recorder {
         std::thread::Builder::new()
             .name("meshward-recorder".into())
             .spawn(move || write_loop(&rx, file, written, max_bytes, &m))?;
-        Ok(Recorder { tx, metrics })
+        Ok(Recorder { tx, metrics, key: (!credentials).then(rand::random) })
     }
 
     /// Queues one scored request (never waits).
@@ -79,7 +115,10 @@ impl Recorder {
             .iter()
             .filter_map(|(n, v)| {
                 let v = v.to_str().ok()?;
-                let v = if SECRET_HEADERS.contains(&n.as_str()) { mask(v) } else { v.to_owned() };
+                let v = match &self.key {
+                    Some(key) if SECRET_HEADERS.contains(&n.as_str()) => mask(key, v),
+                    _ => v.to_owned(),
+                };
                 Some((n.as_str().to_owned(), v))
             })
             .collect();
@@ -150,8 +189,28 @@ fn write_loop(rx: &Receiver<String>, file: std::fs::File, mut written: u64, max_
 mod tests {
     use super::*;
 
+    fn shape(s: &str) -> String {
+        s.chars()
+            .map(|c| match c {
+                'A'..='Z' => 'X',
+                'a'..='z' => 'x',
+                '0'..='9' => '0',
+                c => c,
+            })
+            .collect()
+    }
+
     #[test]
-    fn credentials_keep_shape_but_lose_their_value() {
-        assert_eq!(mask("Bearer eyJhbGciOi.J9-x_1"), "Xxxxxx xxXxxXxxXx.X0-x_0");
+    fn credentials_keep_shape_and_identity_but_lose_their_value() {
+        let key = [7u8; 32];
+        let token = "Bearer eyJhbGciOi.eyJzdWIiOiJhbGljZSJ9.J9-x_1";
+        let masked = mask(&key, token);
+        assert_eq!(shape(&masked), shape(token));
+        assert!(masked.starts_with("Bearer eyJhbGciOi."), "scheme and JWT header kept: {masked}");
+        assert!(!masked.contains("eyJzdWIiOiJhbGljZSJ9") && !masked.ends_with("J9-x_1"), "{masked}");
+        assert_eq!(mask(&key, token), masked, "the same credential, the same pseudonym");
+        assert_ne!(mask(&key, "Bearer eyJhbGciOi.eyJzdWIiOiJhbGljZSJ9.J9-x_2"), masked, "another credential");
+        assert_eq!(shape(&mask(&key, "session=abc123; theme=dark")), shape("session=abc123; theme=dark"));
+        assert_ne!(mask(&[8u8; 32], token), masked, "another process, other pseudonyms");
     }
 }

@@ -8,6 +8,9 @@
 #   inbound  mTLS client -> meshward inbound sidecar -> app
 #   meshed   HTTP client -> meshward outbound -> mTLS -> meshward inbound -> app
 #   nginx    mTLS client -> nginx TLS-terminating reverse proxy -> app
+#   meshed_post    as meshed, POSTing a ~1 KiB OIP v2 JSON body (detector off)
+#   meshed_detect  as meshed_post with the detector on and an AnomalyPolicy
+#                  active (the inbound sidecar scores every body)
 #
 # For each setup: p50/p99 latency at a constant 1,000 req/s (oha with latency
 # correction, i.e. no coordinated omission), max req/s of a closed-loop run with
@@ -37,7 +40,7 @@ QUICK=0
 JSON_OUT=""
 MESHWARD=""
 KEEP=0
-SETUPS="direct inbound meshed nginx"
+SETUPS="direct inbound meshed nginx meshed_post meshed_detect"
 OHA_VERSION=${OHA_VERSION:-1.16.0}   # pinned so results are comparable run to run
 
 TRUST_DOMAIN=cluster.local
@@ -66,7 +69,7 @@ Usage: bash tests/bench/mesh.sh [options]
   --quick           short runs (2 s) for a CI smoke test
   --meshward PATH   meshward binary to use (default: cargo build --release,
                     then \$CARGO_TARGET_DIR/release/meshward)
-  --only LIST       comma-separated subset of: direct,inbound,meshed,nginx
+  --only LIST       comma-separated subset of: direct,inbound,meshed,nginx,meshed_post,meshed_detect
   --keep            keep the temp dir (configs, logs, raw oha output)
   -h, --help        this help
 
@@ -101,7 +104,7 @@ parse_args() {
     MAX_DURATION=$DURATION
     local s
     for s in $SETUPS; do
-        case $s in direct|inbound|meshed|nginx) ;; *) die "unknown setup: $s" ;; esac
+        case $s in direct|inbound|meshed|nginx|meshed_post|meshed_detect) ;; *) die "unknown setup: $s" ;; esac
     done
     if [[ -n $JSON_OUT ]]; then
         # Resolve now: the script changes no directory, but be explicit.
@@ -452,13 +455,42 @@ EOF
     LAST_PID=$pid
 }
 
-start_inbound_sidecar() { # NAME LISTEN_PORT ADMIN_PORT -> LAST_PID
+start_inbound_sidecar() { # NAME LISTEN_PORT ADMIN_PORT [EXTRA_YAML] -> LAST_PID
+    # The detector is off unless EXTRA_YAML turns it on, so that the plain
+    # setups measure forwarding alone (meshed_detect measures the detector).
     start_meshward "$1" "$3" "$(identity_yaml server)
 inbound:
   listen: 127.0.0.1:$2
   app: 127.0.0.1:$APP_PORT
-  mode: strict"
+  mode: strict
+${4:-detector:
+  enabled: false}"
 }
+
+# A ~1 KiB Open Inference Protocol v2 JSON request (16 FP32 features x 8 rows)
+# and the anomaly policy of meshed_detect.
+write_inference_inputs() {
+    python3 - "$WORK/infer.json" <<'EOF'
+import json, random, sys
+random.seed(7)
+rows = [[round(random.gauss(0.0, 1.0), 4) for _ in range(16)] for _ in range(8)]
+body = {"id": "bench", "inputs": [{"name": "features", "shape": [8, 16], "datatype": "FP32",
+        "data": [v for r in rows for v in r]}]}
+open(sys.argv[1], "w").write(json.dumps(body))
+EOF
+    mkdir -p "$WORK/policies"
+    cat >"$WORK/policies/anomaly.yaml" <<EOF
+apiVersion: meshward.dev/v1
+kind: AnomalyPolicy
+metadata: {name: bench-guard}
+spec:
+  rules:
+  - suspicious: audit
+    anomalous: block
+    clientSignal: audit
+EOF
+}
+POST_ARGS=""
 
 start_outbound_sidecar() { # NAME LISTEN_PORT TARGET_PORT ADMIN_PORT -> LAST_PID
     start_meshward "$1" "$4" "$(identity_yaml client)
@@ -678,6 +710,52 @@ bench_meshed() {
     stop_pids "$out_pid" "$in_pid"
 }
 
+# meshed, POSTing the inference body; DETECT=1 turns the detector and the
+# anomaly policy on in the inbound sidecar.
+bench_meshed_body() { # SETUP DETECT
+    local setup=$1 detect=$2 in_port in_admin out_port out_admin in_pid out_pid idle extra=""
+    read -r in_port in_admin out_port out_admin < <(free_ports 4)
+    if ((detect)); then
+        extra="detector:
+  enabled: true
+policy:
+  paths: [$WORK/policies]"
+    fi
+    start_inbound_sidecar "$setup-inbound" "$in_port" "$in_admin" "$extra"
+    in_pid=$LAST_PID
+    start_outbound_sidecar "$setup-outbound" "$out_port" "$in_port" "$out_admin"
+    out_pid=$LAST_PID
+    sleep 1
+    idle=$(($(mem_kb VmRSS "$in_pid") + $(mem_kb VmRSS "$out_pid")))
+    expect_ok "$setup" "$(curl -sS --max-time 3 -H 'content-type: application/json' \
+        --data-binary "@$WORK/infer.json" "http://127.0.0.1:$out_port/v2/models/bench/infer")"
+    measure "$setup" "http://127.0.0.1:$out_port/v2/models/bench/infer" "$POST_ARGS" "$idle" "$out_pid" "$in_pid"
+    note "$setup: cpu us/req per sidecar: outbound ${PID_CPU_US[$out_pid]}, inbound ${PID_CPU_US[$in_pid]}"
+    python3 - "$WORK/results/$setup.json" "${PID_CPU_US[$in_pid]}" <<'EOF'
+import json, sys
+p = sys.argv[1]
+r = json.load(open(p))
+r["inbound_cpu_us_per_req"] = float(sys.argv[2])
+json.dump(r, open(p, "w"))
+EOF
+    if ((detect)); then
+        local state
+        state=$(curl -sS --max-time 3 "http://127.0.0.1:$in_admin/detector" || true)
+        note "$setup: detector state after the run: $state"
+        curl -sS --max-time 3 "http://127.0.0.1:$in_admin/metrics" | grep -q '^meshward_detector_score_count [1-9]' \
+            || note "$setup: the detector scored no request after warm-up (see /detector above)"
+    fi
+    stop_pids "$out_pid" "$in_pid"
+}
+
+bench_meshed_post() {
+    bench_meshed_body meshed_post 0
+}
+
+bench_meshed_detect() {
+    bench_meshed_body meshed_detect 1
+}
+
 bench_nginx() {
     local port master idle
     local -a pids
@@ -720,7 +798,7 @@ report() {
 import json, math, os, sys
 (rdir, json_out, rate, dur, max_conns, max_dur, fixed_conns, settle,
  context) = sys.argv[1:]
-order = ["direct", "inbound", "meshed", "nginx"]
+order = ["direct", "inbound", "meshed", "nginx", "meshed_post", "meshed_detect"]
 res = {}
 for s in order:
     p = os.path.join(rdir, s + ".json")
@@ -774,6 +852,21 @@ for s in ("inbound", "meshed", "nginx"):
         lines.append(f"- {s} max rps vs direct: {ratio(res[s]['max_rps'], res['direct']['max_rps']):.2f}x"
                      + (f", vs nginx: {ratio(res[s]['max_rps'], res['nginx']['max_rps']):.2f}x"
                         if s != "nginx" and "nginx" in res else ""))
+if "meshed_detect" in res:
+    dd = res["meshed_detect"]
+    if "meshed" in res:
+        over = dd["p50_ms"] - res["meshed"]["p50_ms"]
+        lines.append(f"- meshed_detect p50 added over meshed: {over:+.3f} ms "
+                     f"(target <= 0.05 ms: {verdict(over <= 0.05)}; includes sending the 1 KiB body)")
+    if "meshed_post" in res:
+        over = dd["p50_ms"] - res["meshed_post"]["p50_ms"]
+        cpu = dd["cpu_us_per_req"] - res["meshed_post"]["cpu_us_per_req"]
+        lines.append(f"- meshed_detect vs meshed_post (same bodies, detector off): p50 {over:+.3f} ms, "
+                     f"cpu {cpu:+.1f} us/req")
+    c = dd.get("inbound_cpu_us_per_req")
+    if n_cpu is not None and c is not None:
+        lines.append(f"- meshed_detect inbound sidecar cpu/req vs nginx cpu/req: {c:.1f} / {n_cpu:.1f} = "
+                     f"{ratio(c, n_cpu):.2f}x (target <= 1.0: {verdict(c <= n_cpu)})")
 if "inbound" in res:
     i = res["inbound"]["idle_rss_kb"]
     lines.append(f"- idle RSS of one sidecar (inbound): {i} KB = {i / 1024:.1f} MB "
@@ -815,8 +908,7 @@ main() {
 
     ensure_tools
     CLK_TCK=$(getconf CLK_TCK)
-    if [[ " $SETUPS " == *" inbound "* || " $SETUPS " == *" meshed "* ||
-          " $SETUPS " == *" nginx "* ]]; then
+    if [[ $SETUPS != direct ]]; then
         ensure_meshward
     fi
 
@@ -832,6 +924,8 @@ main() {
     check_quiet "before the run"
     read -r APP_PORT < <(free_ports 1)
     start_app
+    write_inference_inputs
+    POST_ARGS="-m POST -T application/json -D $WORK/infer.json"
 
     local s
     for s in $SETUPS; do

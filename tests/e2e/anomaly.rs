@@ -465,3 +465,77 @@ async fn replaying_a_labelled_file_through_the_sidecar_gives_the_scores_meshward
     );
     assert!(by_sidecar.iter().any(|s| *s > 0.5), "the replay contains no attack the model scores high");
 }
+
+/// A policy whose anomalous band takes `action` (with `more` spec lines).
+fn policy_with(action: &str, more: &str) -> String {
+    format!(
+        "apiVersion: meshward.dev/v1\nkind: AnomalyPolicy\nmetadata: {{name: guard}}\nspec:\n  rules:\n  - to: [{{operation: {{paths: ['/v2/models/{{model}}/infer']}}}}]\n    suspicious: audit\n    anomalous: {action}\n    clientSignal: audit\n{more}"
+    )
+}
+
+/// Status, `x-meshward-error` and `Retry-After` of one inference call.
+async fn infer_full(c: &Http, inbound: SocketAddr, body: String) -> (u16, String, Option<u64>) {
+    let req = http::Request::post(format!("http://{inbound}/v2/models/fraud/infer"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let resp = c.request(req).await.expect("send");
+    let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let out = (
+        resp.status().as_u16(),
+        h("x-meshward-error").unwrap_or_default(),
+        h("retry-after").and_then(|v| v.parse().ok()),
+    );
+    let _ = resp.into_body().collect().await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_client_is_refused_even_for_normal_calls_until_the_quarantine_ends() {
+    let pki = Pki::new();
+    let app = EchoApp::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("guard.yaml"), policy_with("quarantine", "  quarantine: {duration: 2s}\n"))
+        .expect("policy");
+    let (p, inbound) = sidecar(&pki, app.addr, dir.path(), "");
+    let normals: Vec<Http> = (2..=6).map(client_from).collect();
+    let mut sent = warm_up(&p, inbound, &normals).await;
+
+    let attacker = client_from(9);
+    let (s, code, retry) = infer_full(&attacker, inbound, attack_body(1)).await;
+    assert_eq!((s, code.as_str()), (403, "client_quarantined"), "{:?}", admin_get(p.admin, "/detector/decisions"));
+    assert!(retry.is_some_and(|r| (1..=2).contains(&r)), "Retry-After {retry:?}");
+    let quarantined_at = Instant::now();
+    // A normal call from the quarantined client is refused too; other clients pass.
+    let (s, code, _) = infer_full(&attacker, inbound, normal_body(sent)).await;
+    assert_eq!((s, code.as_str()), (403, "client_quarantined"));
+    let (s, _, _) = infer_full(&normals[0], inbound, normal_body(sent + 1)).await;
+    assert_eq!(s, 200);
+    sent += 2;
+    // After the quarantine the client's normal calls pass again.
+    tokio::time::sleep(Duration::from_millis(2200).saturating_sub(quarantined_at.elapsed())).await;
+    let (s, code, _) = infer_full(&attacker, inbound, normal_body(sent)).await;
+    assert_eq!((s, code.as_str()), (200, ""), "{:?}", admin_get(p.admin, "/detector/decisions"));
+    let m = p.metrics();
+    assert!(metric_sum(&m, "meshward_detector_decisions_total", &["action=\"quarantined\""]) >= 2.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_action_slows_the_client_to_the_reduced_rate() {
+    let pki = Pki::new();
+    let app = EchoApp::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = policy_with("rate-limit", "  rateLimit: {requests: 1, per: 1m, burst: 1}\n");
+    std::fs::write(dir.path().join("guard.yaml"), policy).expect("policy");
+    let (p, inbound) = sidecar(&pki, app.addr, dir.path(), "");
+    let normals: Vec<Http> = (2..=6).map(client_from).collect();
+    warm_up(&p, inbound, &normals).await;
+    let attacker = client_from(9);
+    let (s, _, _) = infer_full(&attacker, inbound, attack_body(1)).await;
+    assert_eq!(s, 200, "the first flagged call fits the reduced rate's burst");
+    let (s, code, retry) = infer_full(&attacker, inbound, attack_body(2)).await;
+    assert_eq!((s, code.as_str()), (429, "rate limited"), "{:?}", admin_get(p.admin, "/detector/decisions"));
+    assert!(retry.is_some_and(|r| r >= 1), "Retry-After {retry:?}");
+    let (s, _, _) = infer_full(&normals[0], inbound, normal_body(99_999)).await;
+    assert_eq!(s, 200, "other clients are not slowed");
+}

@@ -6,7 +6,10 @@
 //! SPIFFE ID), and a traffic generator (`traffic`) calling through both.
 //! It ends with a summary table, or one JSON object with `--json`.
 
+pub mod catalog;
 pub mod model;
+pub mod receiver;
+pub mod tokens;
 pub mod traffic;
 
 use std::collections::BTreeMap;

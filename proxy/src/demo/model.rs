@@ -6,6 +6,9 @@
 //! measurements (sepal length, sepal width, petal length, petal width, in cm)
 //! to probabilities for `setosa`, `versicolor` and `virginica`.
 //!
+//! It also answers the five models of `meshward traffic` (see [`super::catalog`]),
+//! so replayed generator traffic gets real answers.
+//!
 //! The server never panics on request data: every malformed request is
 //! answered with an OIP error body `{"error": "..."}` and a 4xx status.
 
@@ -244,7 +247,11 @@ where
         _ => return Err(not_found(path)),
     };
     if let Some(name) = model.filter(|n| *n != MODEL_NAME) {
-        return Err(ApiError { status: StatusCode::NOT_FOUND, message: format!("unknown model '{name}'") });
+        let Some(m) = super::catalog::lookup(name) else {
+            return Err(ApiError { status: StatusCode::NOT_FOUND, message: format!("unknown model '{name}'") });
+        };
+        let version = version.map(str::to_owned);
+        return catalog_route(req, m, version, endpoint).await;
     }
     if let Some(v) = version.filter(|v| *v != MODEL_VERSION) {
         return Err(ApiError {
@@ -274,6 +281,50 @@ where
         Endpoint::ModelReady => json!({ "name": MODEL_NAME, "ready": true }),
         Endpoint::ModelMetadata => model_metadata(),
         Endpoint::Infer => infer(&read_body(req).await?)?,
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// The endpoints of a model of the traffic generator's catalogue.
+async fn catalog_route<B>(
+    req: Request<B>,
+    model: crate::traffic::models::Model,
+    version: Option<String>,
+    endpoint: Endpoint,
+) -> Result<Response<Full<Bytes>>, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let default = model.versions().last().map_or_else(|| "1".to_owned(), ToString::to_string);
+    let version = version.unwrap_or(default);
+    if !super::catalog::has_version(model, &version) {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("unknown version '{version}' of model '{}'", model.name()),
+        });
+    }
+    let wanted = if matches!(endpoint, Endpoint::Infer) { Method::POST } else { Method::GET };
+    if req.method() != wanted {
+        return Err(ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: format!("method {} not allowed; use {wanted}", req.method()),
+        });
+    }
+    let body = match endpoint {
+        Endpoint::ModelReady => json!({ "name": model.name(), "ready": true }),
+        Endpoint::Infer => {
+            let header_len = req
+                .headers()
+                .get("inference-header-content-length")
+                .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).ok_or(v.clone()))
+                .transpose()
+                .map_err(|v| bad_request(format!("invalid inference-header-content-length {v:?}")))?;
+            let body = read_body(req).await?;
+            let (json_part, rest) = super::catalog::json_part(&body, header_len).map_err(bad_request)?;
+            super::catalog::infer(model, &version, json_part, rest).map_err(bad_request)?
+        }
+        _ => super::catalog::metadata(model),
     };
     Ok(json_response(StatusCode::OK, &body))
 }

@@ -182,7 +182,7 @@ fn client_sentence(name: &str, v: f64, hi: f64) -> Option<String> {
         "chain" => format!(
             "client sends a chain of {v:.0} tiny perturbations of one input{times}: possible adversarial search"
         ),
-        "spread" => {
+        n if n.starts_with("spread") => {
             format!("client queries look uniformly spread: possible model extraction (mean deviation {v:.1} sd{times})")
         }
         "prada" => format!("client queries look uniformly spread: possible model extraction (PRADA W = {v:.2})"),

@@ -184,7 +184,11 @@ impl Signals {
             sample.push_num(FieldKind::Client, "prada", w);
         }
         if let Some(s) = self.spread {
-            sample.push_num(FieldKind::Client, "spread", s);
+            // Per input: inputs differ in how far their ordinary clients spread.
+            let mut name = String::with_capacity(48);
+            name.push_str("spread:");
+            name.push_str(sample.tensors.first().map_or("", |t| t.input.as_str()));
+            sample.push_num(FieldKind::Client, &name, s);
         }
     }
 }

@@ -298,6 +298,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "received": alerts.received,
             "signatures_valid": alerts.signatures_valid,
             "signatures_invalid": alerts.signatures_invalid,
+            "alertmanager": alerts.alertmanager,
         },
         "latency_overhead_ms": {"direct_p50": direct_p50, "mesh_p50": mesh_p50, "added_p50": mesh_p50 - direct_p50},
     });
@@ -400,7 +401,7 @@ impl Run {
                 let what = r.scenario.as_deref().map_or("normal traffic (false positive?)", |s| s);
                 let before = self.sent.iter().filter(|s| s.client == r.client).count();
                 eprintln!(
-                    "    verdict  {:<24} client {}: {} {} after {before} of its requests",
+                    "    verdict  {:<24} client {}: {} {} after {before} earlier requests",
                     what,
                     r.client,
                     o.status.unwrap_or(0),
@@ -425,8 +426,9 @@ impl Run {
     fn print_alerts(&mut self) {
         let a = self.receiver.snapshot();
         let new = a.lines.len().saturating_sub(self.alerts_shown);
+        let issuer = format!("{}/", tokens::ISSUER);
         for line in a.lines.iter().skip(self.alerts_shown).take(5) {
-            eprintln!("    alert    {line}");
+            eprintln!("    alert    {}", line.replace(&issuer, ""));
         }
         if new > 5 {
             eprintln!("    alert    ... and {} more", new - 5);

@@ -29,7 +29,7 @@ const TOLERANCE: Duration = Duration::from_secs(300);
 /// What the receiver has seen so far.
 #[derive(Debug, Default, Clone)]
 pub struct Received {
-    /// Deliveries of any format.
+    /// Deliveries of any format (`signatures_valid + signatures_invalid + alertmanager`).
     pub received: u64,
     /// Standard Webhooks deliveries whose signature verified.
     pub signatures_valid: u64,

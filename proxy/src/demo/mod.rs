@@ -22,7 +22,6 @@ pub mod receiver;
 pub mod replay;
 pub mod story;
 pub mod tokens;
-pub mod traffic;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -266,16 +265,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let table = story::summarize(&run.sent);
     let alerts = receiver.snapshot();
     let identities = stats.lock().map(|s| s.identities.clone()).unwrap_or_default();
-    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
-    for s in run.mesh.iter().filter_map(|o| o.status) {
-        *statuses.entry(s).or_insert(0) += 1;
-    }
-    let report = traffic::TrafficReport {
-        requests: run.mesh.len() as u64,
-        errors: run.mesh.iter().filter(|o| o.status.is_none()).count() as u64,
-        latencies_us: run.mesh.iter().filter(|o| o.status.is_some()).map(|o| o.latency_us).collect(),
-        statuses,
-    };
+    let report = replay::Totals::of(&run.mesh);
     let summary = json!({
         "requests": report.requests,
         "statuses": report.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
@@ -439,7 +429,7 @@ impl Run {
 
 /// The mesh's own summary: counts, latency, identities and the checks.
 fn print_table(
-    r: &traffic::TrafficReport,
+    r: &replay::Totals,
     identities: &BTreeMap<String, u64>,
     elapsed: f64,
     plaintext_refused: bool,

@@ -134,6 +134,52 @@ pub async fn send_all(http: &Http, base: &str, items: &[Arc<Item>], rps: u32) ->
     out
 }
 
+/// Totals of many outcomes: the mesh's own summary.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    /// Requests: responses of any status plus transport errors.
+    pub requests: u64,
+    /// Responses per HTTP status code.
+    pub statuses: std::collections::BTreeMap<u16, u64>,
+    /// Requests without an HTTP status (transport error, timeout, unsendable record).
+    pub errors: u64,
+    /// Latency of every response, in microseconds.
+    pub latencies_us: Vec<u64>,
+}
+
+impl Totals {
+    /// Adds up `outcomes`.
+    #[must_use]
+    pub fn of(outcomes: &[Outcome]) -> Totals {
+        let mut t = Totals { requests: outcomes.len() as u64, ..Totals::default() };
+        for o in outcomes {
+            match o.status {
+                Some(s) => {
+                    *t.statuses.entry(s).or_insert(0) += 1;
+                    t.latencies_us.push(o.latency_us);
+                }
+                None => t.errors += 1,
+            }
+        }
+        t
+    }
+
+    /// Latency percentile `p` (0-100, nearest rank) in milliseconds; 0.0
+    /// when no latencies were recorded.
+    #[must_use]
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 100.0) };
+        let n = sorted.len();
+        let rank = ((p / 100.0) * n as f64).ceil() as usize;
+        sorted[rank.clamp(1, n) - 1] as f64 / 1000.0
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -162,6 +208,22 @@ mod tests {
             },
             token: token.map(Into::into),
         }
+    }
+
+    #[test]
+    fn totals_and_percentiles() {
+        assert!(Totals::default().percentile_ms(99.0).abs() < f64::EPSILON);
+        let mut outcomes: Vec<Outcome> =
+            (1..=100).rev().map(|ms| Outcome { status: Some(200), code: None, latency_us: ms * 1000 }).collect();
+        outcomes.push(Outcome::default());
+        outcomes[0].status = Some(403);
+        let t = Totals::of(&outcomes);
+        assert_eq!((t.requests, t.errors, t.statuses[&200], t.statuses[&403]), (101, 1, 99, 1));
+        assert!((t.percentile_ms(50.0) - 50.0).abs() < 1e-9);
+        assert!((t.percentile_ms(99.0) - 99.0).abs() < 1e-9);
+        assert!((t.percentile_ms(100.0) - 100.0).abs() < 1e-9);
+        assert!((t.percentile_ms(0.0) - 1.0).abs() < 1e-9);
+        assert!((t.percentile_ms(f64::NAN) - 1.0).abs() < 1e-9);
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Demo(args) => {
-            init_logging(LogFormat::Text, "warn");
+            init_logging(LogFormat::Text, "warn,meshward::pipeline=error");
             runtime(0).and_then(|rt| rt.block_on(meshward::demo::run(args)))
         }
     };

@@ -7,6 +7,7 @@ mod util;
 mod anomaly;
 mod capture_init;
 mod config;
+mod demo;
 mod eval_cli;
 mod grpc;
 mod inference_peers;

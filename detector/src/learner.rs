@@ -127,9 +127,10 @@ impl Learner {
     /// Learn from a scored sample; flagged samples are refused (their score
     /// still counts for calibration).
     pub fn learn(&mut self, sample: &Sample) -> Learned {
-        // Scores from a model that has seen little are not what a mature model
-        // gives: they would inflate the thresholds for a whole window.
-        if sample.model_samples >= self.cfg.warmup_samples / 2 {
+        // Scores from a model that has not finished warm-up are not what a
+        // mature model gives: they would inflate the thresholds for a whole
+        // window (a young model finds ordinary values surprising).
+        if sample.model_samples >= self.cfg.warmup_samples {
             self.calibrator.record(sample.raw, sample.flagged);
         }
         if sample.flagged {
@@ -207,9 +208,13 @@ impl Learner {
     }
 
     /// A new model if one is due (every `publish_every` samples, sooner while
-    /// young: after 100, 200, 400, ... samples), else `None`.
+    /// young: after 100, 200, 400, ... samples), else `None`. A model that
+    /// can end warm-up (enough scores of mature models to calibrate) is
+    /// published as soon as it can.
     pub fn maybe_publish(&mut self) -> Option<Model> {
-        if self.learned < self.next_publish {
+        let can_end_warmup =
+            !self.calibrated && self.learned >= self.cfg.warmup_samples && self.calibrator.len() >= self.min_scores();
+        if self.learned < self.next_publish && !can_end_warmup {
             return None;
         }
         self.next_publish = if self.learned < self.cfg.publish_every {
@@ -220,13 +225,18 @@ impl Learner {
         Some(self.model())
     }
 
+    /// Scores of mature models needed before the first calibration.
+    fn min_scores(&self) -> usize {
+        (self.cfg.warmup_samples / 2).clamp(1, 1000) as usize
+    }
+
     /// Build a model from the current state now.
     pub fn model(&mut self) -> Model {
         self.since_publish = 0;
         self.version += 1;
         self.profiles.refresh();
-        let min_scores = (self.cfg.warmup_samples / 2).clamp(1, 1000) as usize;
-        let ready = self.learned >= self.cfg.warmup_samples && (self.calibrated || self.calibrator.len() >= min_scores);
+        let ready =
+            self.learned >= self.cfg.warmup_samples && (self.calibrated || self.calibrator.len() >= self.min_scores());
         if ready {
             let current = if self.calibrated { Some(self.thresholds) } else { None };
             self.thresholds = self.calibrator.thresholds(self.cfg.fp_budget, self.cfg.suspicious_budget, current);

@@ -342,8 +342,10 @@ impl Clients {
             st.block60_start = ts;
         }
         st.rate60_block = st.rate60_block.max(st.rate60);
-        let burst = (st.requests >= 100).then(|| rate10 / f64::from(st.rate_peak).max(1.0));
-        let burst60 = (st.requests >= 100).then(|| rate60 / f64::from(st.rate60_peak).max(1.0));
+        // A client's own normal exists only once one of its blocks has ended:
+        // before that, a new client's ordinary rate is not a burst over itself.
+        let burst = (st.requests >= 100 && st.rate_peak > 0.0).then(|| rate10 / f64::from(st.rate_peak).max(1.0));
+        let burst60 = (st.requests >= 100 && st.rate60_peak > 0.0).then(|| rate60 / f64::from(st.rate60_peak).max(1.0));
         st.requests = st.requests.saturating_add(1);
 
         let filled = (st.requests as usize).min(RECENT);

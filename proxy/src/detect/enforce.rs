@@ -76,27 +76,23 @@ pub fn enforce(
             return (out, result);
         }
     };
-    let Judged { verdict, decision, sample } = judged;
+    let Judged { verdict, decision, sample, threshold } = judged;
     out.score = verdict.score;
     out.band = verdict.band.as_str();
-    out.threshold = det.model().thresholds.anomalous;
+    out.threshold = threshold;
     if verdict.band >= Band::Suspicious {
         out.reasons = verdict.reasons.iter().take(3).map(meshward_detector::Reason::message).collect();
     }
-    let Some(decision) = decision else {
-        if !verdict.flagged() {
-            det.learn(sample);
-        }
-        return (out, Ok(()));
-    };
+    // Learn only from what nothing flagged: not by the detector, not by a policy.
+    if !verdict.flagged() && decision.as_ref().is_none_or(|d| d.action == AnomalyAction::Allow) {
+        det.learn(sample);
+    }
+    let Some(decision) = decision else { return (out, Ok(())) };
     let result = apply(&decision, req.client, limiters);
     out.action = match (&decision.action, &result) {
         (AnomalyAction::RateLimit(_), Ok(())) => "allow",
         (a, _) => a.name(),
     };
-    if decision.action == AnomalyAction::Allow && !verdict.flagged() {
-        det.learn(sample);
-    }
     if decision.action != AnomalyAction::Allow || verdict.band >= Band::Suspicious {
         if out.action != "allow" {
             count(det, out.action, decision.reason, &decision);

@@ -54,6 +54,8 @@ pub struct Judged {
     pub decision: Option<AnomalyDecision>,
     /// The sample to learn from, if the request ends up allowed.
     pub sample: Sample,
+    /// The anomalous threshold of the model that judged.
+    pub threshold: f64,
 }
 
 /// Why the detector gave no verdict.
@@ -197,7 +199,7 @@ impl Detector {
             let mut book = self.offenders.lock().unwrap_or_else(|p| p.into_inner());
             book.decide(policies, attrs, req.client, &finding, req.ts)
         };
-        Ok(Judged { verdict, decision, sample: scored.sample })
+        Ok(Judged { verdict, decision, sample: scored.sample, threshold: model.thresholds.anomalous })
     }
 
     /// Sets the offender-book gauges (called when `/metrics` is read).

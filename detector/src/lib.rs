@@ -45,6 +45,7 @@ pub mod features;
 pub mod learner;
 pub mod metrics;
 pub mod model;
+pub mod neighbours;
 pub mod profile;
 pub mod score;
 pub mod shapiro;

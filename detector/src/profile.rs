@@ -540,6 +540,9 @@ pub struct InputProfile {
     /// computed at publication (empty until enough was learned).
     #[serde(default)]
     pub inv_corr: Vec<f64>,
+    /// Nearest-neighbour memory of the first row.
+    #[serde(default)]
+    pub neighbours: crate::neighbours::Neighbours,
 }
 
 /// Sums of the first k positions over the requests with at least k elements.
@@ -612,12 +615,16 @@ impl InputProfile {
         if let Some(d) = t.deviation {
             self.deviation.push(d);
         }
+        if let Some(row) = t.lead.get(..usize::from(t.row)).filter(|r| r.len() >= 2) {
+            self.neighbours.learn(row, t.nearest);
+        }
     }
 }
 
 impl InputProfile {
     /// Invert the ridged correlation matrix of the leading positions.
     fn refresh(&mut self) {
+        self.neighbours.refresh(&self.positions);
         self.inv_corr.clear();
         // The longest prefix that at least half the requests have.
         let Some((k, joint)) = (2..=self.joint.len() + 1).rev().map(|k| (k, &self.joint[k - 2])).find(|(k, j)| {
@@ -764,7 +771,15 @@ mod tests {
             let a = f64::from(i % 50) / 10.0;
             let b = a * 0.4 + f64::from(i % 7) * 0.02;
             let lead = vec![a as f32, b as f32];
-            p.learn(&TensorObs { input: "m/x".into(), lead, min: 0.0, max: 5.0, deviation: None });
+            p.learn(&TensorObs {
+                input: "m/x".into(),
+                lead,
+                min: 0.0,
+                max: 5.0,
+                deviation: None,
+                row: 0,
+                nearest: None,
+            });
         }
         p.refresh();
         assert_eq!(p.inv_corr.len(), 4);

@@ -185,6 +185,12 @@ fn client_sentence(name: &str, v: f64, hi: f64) -> Option<String> {
         n if n.starts_with("spread") => {
             format!("client queries look uniformly spread: possible model extraction (mean deviation {v:.1} sd{times})")
         }
+        n if n.starts_with("novel") => format!(
+            "{:.0}% of the client's recent queries lie far from every learned input (ordinary clients: up to {:.0}%): \
+             possible model extraction",
+            100.0 * v / (1.0 + v),
+            100.0 * hi / (1.0 + hi)
+        ),
         "prada" => format!("client queries look uniformly spread: possible model extraction (PRADA W = {v:.2})"),
         _ => return None,
     })

@@ -5,8 +5,10 @@
 //! of the last 32 responses, the last 16 endpoints and request fingerprints,
 //! a reputation (decayed mean of its recent anomaly scores), and for
 //! inference clients the sketches of its last 16 tensors to one model, the
-//! current chain of tiny perturbations and the last 32 nearest-query
-//! distances for the PRADA test.
+//! current chain of tiny perturbations, the last 32 nearest-query
+//! distances for the PRADA test, and per model how far its queries lie from
+//! learned inputs (mean deviation and share of novel queries, see
+//! [`crate::neighbours`]).
 
 use std::collections::HashMap;
 
@@ -44,8 +46,8 @@ pub struct ClientState {
     rate60_block: f32,
     block60_start: f64,
     sweep: f32,
-    /// Per model (two most recent): decayed input deviation and its count.
-    spread_models: [(u32, f32, u16); 2],
+    /// Per model (two most used recently): how its queries deviate.
+    spread_models: [Spread; 2],
     reputation: f32,
     requests: u32,
     resp_bits: u32,
@@ -83,7 +85,7 @@ impl ClientState {
             rate60_block: 0.0,
             block60_start: ts,
             sweep: 0.0,
-            spread_models: [(0, 0.0, 0); 2],
+            spread_models: [Spread::default(); 2],
             reputation: 0.0,
             requests: 0,
             resp_bits: 0,
@@ -115,6 +117,19 @@ impl ClientState {
     pub fn requests(&self) -> u32 {
         self.requests
     }
+}
+
+/// How one client's queries to one model deviate from learned inputs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spread {
+    /// Hash of the model name (low 32 bits).
+    model: u32,
+    /// Decayed mean of the input deviation, and how many were averaged.
+    deviation: f32,
+    deviations: u16,
+    /// Decayed share of queries far from every learned input, and how many.
+    far: f32,
+    novelties: u16,
 }
 
 /// Signals of one request in its client's window.
@@ -152,6 +167,10 @@ pub struct Signals {
     pub prada: Option<f64>,
     /// Decayed mean of the client's input deviations (after 8 inputs).
     pub spread: Option<f64>,
+    /// Decayed share of the client's queries to this model that lie far from
+    /// every learned input (after 8), weighed by how novel this one is, as
+    /// odds (share / (1 - share)).
+    pub novel: Option<f64>,
     /// Reputation before this request.
     pub reputation: f64,
     /// Requests seen from this client, this one included.
@@ -183,12 +202,15 @@ impl Signals {
         if let Some(w) = self.prada {
             sample.push_num(FieldKind::Client, "prada", w);
         }
-        if let Some(s) = self.spread {
-            // Per input: inputs differ in how far their ordinary clients spread.
-            let mut name = String::with_capacity(48);
-            name.push_str("spread:");
-            name.push_str(sample.tensors.first().map_or("", |t| t.input.as_str()));
-            sample.push_num(FieldKind::Client, &name, s);
+        // Per input: inputs differ in how far their ordinary clients spread.
+        let mut name = String::with_capacity(48);
+        for (prefix, v) in [("spread:", self.spread), ("novel:", self.novel)] {
+            if let Some(v) = v {
+                name.clear();
+                name.push_str(prefix);
+                name.push_str(sample.tensors.first().map_or("", |t| t.input.as_str()));
+                sample.push_num(FieldKind::Client, &name, v);
+            }
         }
     }
 }
@@ -425,25 +447,47 @@ impl Clients {
             }
         }
         let mut spread = None;
-        if let (Some(d), Some((model, _))) = (deviation.filter(|d| d.is_finite()), sketch) {
-            let d = d.min(1e3);
+        let mut novel = None;
+        let deviation = deviation.filter(|d| d.is_finite());
+        if let (Some((model, _)), true) = (sketch, deviation.is_some() || x.novelty.is_some()) {
             let tag = model as u32;
             // Two model slots: the matching one, else the least used is replaced.
-            let i = match st.spread_models.iter().position(|m| m.0 == tag) {
+            let i = match st.spread_models.iter().position(|m| m.model == tag) {
                 Some(i) => i,
                 None => {
-                    let i = usize::from(st.spread_models[1].2 < st.spread_models[0].2);
-                    st.spread_models[i] = (tag, 0.0, 0);
+                    let used = |m: &Spread| m.deviations.max(m.novelties);
+                    let i = usize::from(used(&st.spread_models[1]) < used(&st.spread_models[0]));
+                    st.spread_models[i] = Spread { model: tag, ..Spread::default() };
                     i
                 }
             };
             let m = &mut st.spread_models[i];
-            m.1 = if m.2 == 0 { d as f32 } else { (f64::from(m.1) * 0.9 + d * 0.1) as f32 };
-            m.2 = m.2.saturating_add(1);
-            // Counted for this request only as far as the request itself deviates:
-            // a client's ordinary queries are not blamed for its odd ones.
-            if m.2 >= 8 {
-                spread = Some(f64::from(m.1).min(d));
+            if let Some(d) = deviation {
+                let d = d.min(1e3);
+                m.deviation =
+                    if m.deviations == 0 { d as f32 } else { (f64::from(m.deviation) * 0.9 + d * 0.1) as f32 };
+                m.deviations = m.deviations.saturating_add(1);
+                // Counted for this request only as far as the request itself deviates:
+                // a client's ordinary queries are not blamed for its odd ones.
+                if m.deviations >= 8 {
+                    spread = Some(f64::from(m.deviation).min(d));
+                }
+            }
+            if let Some(n) = x.novelty {
+                // From the share ordinary clients have (by definition of "far",
+                // a tenth), so that one odd first query does not start at 100%.
+                let prior = if m.novelties == 0 { 0.1 } else { f64::from(m.far) };
+                m.far = (prior * 0.9 + f64::from(u8::from(n.far)) * 0.1) as f32;
+                m.novelties = m.novelties.saturating_add(1);
+                // Likewise: a query as close to learned ones as usual (ratio <= 1)
+                // carries less of the share.
+                // Recorded as odds (share / (1 - share)): a share is bounded by 1,
+                // and 80% against the 60% ordinary clients reach is a far stronger
+                // sign than its difference of 0.2 says; in odds it is 4 against 1.5.
+                if m.novelties >= 8 {
+                    let share = f64::from(m.far).min(0.99) * n.ratio.min(1.0);
+                    novel = Some(share / (1.0 - share));
+                }
             }
         }
         let errors = (st.resp_n >= 8).then(|| f64::from(st.resp_bits.count_ones()) / f64::from(st.resp_n));
@@ -461,6 +505,7 @@ impl Clients {
             chain,
             prada,
             spread,
+            novel,
             reputation: f64::from(st.reputation),
             requests: st.requests,
         }
@@ -515,7 +560,7 @@ mod tests {
     use super::*;
 
     fn ex(endpoint: u32, fingerprint: u64, sketch: Option<(u64, [f32; SKETCH])>) -> Extra {
-        Extra { sketch, deviation: None, fingerprint, credential: None, endpoint }
+        Extra { sketch, deviation: None, novelty: None, fingerprint, credential: None, endpoint }
     }
 
     #[test]
@@ -591,6 +636,30 @@ mod tests {
         let after = c.observe_request("b", 15.0, &ex(0, 999, None));
         assert!(after.rate10 < 12.0 && s.rate10 > 100.0, "{after:?}");
         assert!(after.rate60 <= 6.0 * after.rate10 + 1e-9, "{after:?}");
+    }
+
+    #[test]
+    fn novel_share_separates_far_queries_from_ordinary_ones() {
+        use crate::neighbours::Novelty;
+        let mut c = Clients::new(10);
+        let query = |far: bool| Extra {
+            sketch: Some((7, [1.0; SKETCH])),
+            deviation: None,
+            novelty: Some(Novelty { distance: 1.0, ratio: if far { 3.0 } else { 0.8 }, far }),
+            fingerprint: 0,
+            credential: None,
+            endpoint: 0,
+        };
+        let (mut ordinary, mut extractor) = (None, None);
+        for i in 0..40 {
+            ordinary = c.observe_request("ordinary", f64::from(i), &query(i % 10 == 0)).novel;
+            extractor = c.observe_request("extractor", f64::from(i), &query(i % 4 != 0)).novel;
+        }
+        // Odds: a tenth far is about 0.1, three quarters about 3.
+        let (o, e) = (ordinary.expect("after 8 queries"), extractor.expect("after 8 queries"));
+        assert!(o < 0.2 && e > 1.5, "ordinary {o}, extractor {e}");
+        // The first queries of a client are not judged.
+        assert_eq!(c.observe_request("new", 0.0, &query(true)).novel, None);
     }
 
     #[test]

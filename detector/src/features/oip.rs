@@ -60,6 +60,13 @@ pub struct TensorObs {
     pub max: f64,
     /// Per-position deviation, when positions were learned.
     pub deviation: Option<f64>,
+    /// Elements of the first row (see [`crate::neighbours::row`]) in
+    /// `lead`; 0 when it has none.
+    #[serde(default)]
+    pub row: u8,
+    /// Distance of the first row to its nearest learned row, when measured.
+    #[serde(default)]
+    pub nearest: Option<f64>,
 }
 
 /// Root mean square of the per-position z-scores of the leading elements
@@ -124,6 +131,8 @@ pub struct Summary {
     pub sketch: Option<(u64, [f32; SKETCH])>,
     /// Per-position deviation of the first numeric input (see [`deviation`]).
     pub deviation: Option<f64>,
+    /// How novel the first numeric input's first row is.
+    pub novelty: Option<crate::neighbours::Novelty>,
 }
 
 /// A flattened `data` array: numbers (bools as 0/1) and strings.
@@ -445,16 +454,25 @@ pub fn extract(
             if let Some(d) = dev {
                 put(sample, &mut name, ".deviation", d);
             }
+            let row = crate::neighbours::row(&nums, &input.shape);
+            let nearest = learned.zip(row).and_then(|(p, r)| p.neighbours.distance(r));
+            let novelty = learned.zip(nearest).and_then(|(p, d)| p.neighbours.judge(d));
+            if let Some(n) = novelty {
+                put(sample, &mut name, ".novelty", n.ratio);
+            }
             name.truncate(base);
             if sample.tensors.len() < 8 {
                 let lead = nums.iter().take(POSITIONS).map(|v| *v as f32).collect();
-                sample.tensors.push(TensorObs { input: name.clone(), lead, min: st.min, max: st.max, deviation: dev });
+                let row = row.map_or(0, |r| r.len() as u8);
+                let (min, max) = (st.min, st.max);
+                sample.tensors.push(TensorObs { input: name.clone(), lead, min, max, deviation: dev, row, nearest });
             }
             if summary.sketch.is_none() {
                 // For the client window: relative to this input's usual deviation,
                 // so that inputs of different widths compare.
                 let usual = learned.map(|p| &p.deviation).filter(|d| d.n >= crate::profile::MIN_OBS);
                 summary.deviation = dev.zip(usual).map(|(d, u)| d / u.mean.max(1e-9));
+                summary.novelty = novelty;
                 summary.sketch = Some((super::fnv1a(model.as_bytes()), sketch(&nums)));
             }
         }

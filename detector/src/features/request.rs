@@ -36,6 +36,8 @@ pub struct Extra {
     pub sketch: Option<(u64, [f32; oip::SKETCH])>,
     /// Per-position deviation of that tensor from learned inputs.
     pub deviation: Option<f64>,
+    /// How novel that tensor's first row is.
+    pub novelty: Option<crate::neighbours::Novelty>,
     /// Fingerprint of method, URI and body (near-duplicate detection).
     pub fingerprint: u64,
     /// Hash of the credential the request carried (`authorization`, `cookie`,
@@ -215,6 +217,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     let mut elements = 0f64;
     let mut sketch = None;
     let mut deviation = None;
+    let mut novelty = None;
     let body = req.body;
     if !body.is_empty() {
         let ct_l = ct.as_bytes();
@@ -233,6 +236,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
                         elements = s.elements as f64;
                         sketch = s.sketch;
                         deviation = s.deviation;
+                        novelty = s.novelty;
                         true
                     }
                     None => false,
@@ -272,7 +276,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     let mut fp = super::fingerprint(req.method.as_bytes());
     fp ^= super::fingerprint(req.uri.as_bytes()).rotate_left(17);
     fp ^= super::fingerprint(body).rotate_left(31);
-    Extra { sketch, deviation, fingerprint: fp, credential, endpoint: 0 }
+    Extra { sketch, deviation, novelty, fingerprint: fp, credential, endpoint: 0 }
 }
 
 #[inline]

@@ -26,6 +26,9 @@ pub const SIBLING_BITS: f64 = 5.0;
 pub const SHAPE_CAP: f64 = 7.0;
 /// Most bits a client's reputation adds to one request.
 pub const REPUTATION_CAP: f64 = 6.0;
+/// Reputation (decayed mean of recent excess bits over the suspicious
+/// threshold) from which a client's behaviour is not learned.
+pub const SUSPECT_REPUTATION: f64 = 0.5;
 /// Reasons kept in a verdict.
 pub const MAX_REASONS: usize = 5;
 /// PRADA's threshold on W (Juuti et al.): below it, queries look synthetic.
@@ -546,7 +549,10 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     sample.raw = own;
     sample.flagged = band == Band::Anomalous;
     sample.warming_up = band == Band::WarmingUp;
-    sample.suspicious = band >= Band::Suspicious;
+    // A client with a recent record does not teach what ordinary clients do
+    // either: an extraction that is flagged one request in three would
+    // otherwise lift the learned share of far queries with the other two.
+    sample.suspicious = band >= Band::Suspicious || signals.reputation >= SUSPECT_REPUTATION;
     sample.model_samples = model.samples;
     Scored {
         verdict: Verdict {

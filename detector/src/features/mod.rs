@@ -241,10 +241,11 @@ pub struct Sample {
     pub flagged: bool,
     /// Whether the model was still warming up when it was scored.
     pub warming_up: bool,
-    /// Whether the verdict was suspicious or above: the client-behaviour
-    /// baselines (rates, bursts, errors, ...) do not learn from it, so a
-    /// flood or probe that ramps up slowly cannot raise them before it is
-    /// flagged.
+    /// Whether the verdict was suspicious or above, or the client's recent
+    /// requests were: the client-behaviour baselines (rates, bursts, errors,
+    /// shares of far queries, ...) do not learn from it, so a flood, probe or
+    /// extraction that ramps up slowly or hides between odd requests cannot
+    /// raise them.
     pub suspicious: bool,
     /// Samples the scoring model had learned (calibration skips young models).
     pub model_samples: u64,

@@ -14,7 +14,8 @@
 //! - a log-scale histogram of the distances measured *at scoring time* on
 //!   requests later judged normal, so that "far" means far compared with
 //!   what ordinary queries of this input get (its median and 90th
-//!   percentile), whatever the input's scale and density.
+//!   percentile), whatever the input's scale and density; counts are halved
+//!   every 32k distances so that the quantiles follow drift.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,8 @@ pub const MIN_ROWS: usize = 32;
 /// distances in [2^((i - OFFSET) / 2), 2^((i - OFFSET + 1) / 2)).
 const BINS: usize = 64;
 const OFFSET: i32 = 40;
+/// Distances learned between two halvings of the histogram.
+const HALVE_EVERY: u64 = 32_768;
 
 /// The nearest-neighbour memory of one input.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -45,6 +48,9 @@ pub struct Neighbours {
     pub seen: u64,
     /// Histogram of nearest-neighbour distances of normal queries.
     pub hist: Vec<u32>,
+    /// Distances learned so far.
+    #[serde(default)]
+    pub measured: u64,
     /// Rows standardised with the positions' statistics at publication.
     #[serde(default)]
     z: Vec<f32>,
@@ -104,6 +110,14 @@ impl Neighbours {
             }
             let b = bin(d);
             self.hist[b] = self.hist[b].saturating_add(1);
+            self.measured += 1;
+            // Halve the counts now and then so that the quantiles follow drift
+            // (the reservoir does by replacing rows): about the last 64k distances weigh.
+            if self.measured % HALVE_EVERY == 0 {
+                for c in &mut self.hist {
+                    *c /= 2;
+                }
+            }
         }
         if self.k == 0 {
             self.k = row.len();
@@ -240,6 +254,18 @@ mod tests {
         assert_eq!(n.seen, 10 * CAPACITY as u64);
         // Later rows replaced earlier ones.
         assert!(n.rows.chunks(3).any(|r| r[0] as usize >= 9 * CAPACITY));
+    }
+
+    #[test]
+    fn distance_counts_are_halved_to_follow_drift() {
+        let mut n = Neighbours::default();
+        for _ in 0..HALVE_EVERY - 1 {
+            n.learn(&[0.0, 0.0], Some(1.0));
+        }
+        let before: u32 = n.hist.iter().sum();
+        n.learn(&[0.0, 0.0], Some(1.0));
+        assert_eq!(before, HALVE_EVERY as u32 - 1);
+        assert_eq!(n.hist.iter().sum::<u32>(), HALVE_EVERY as u32 / 2);
     }
 
     #[test]

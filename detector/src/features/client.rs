@@ -11,6 +11,8 @@
 //! [`crate::neighbours`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::oip::SKETCH;
 use super::request::Extra;
@@ -27,6 +29,10 @@ const RECENT: usize = 16;
 pub const PRADA_MIN: usize = 20;
 /// Relative step below which two successive queries count as a perturbation.
 pub const PERTURBATION: f64 = 0.01;
+/// Share of all requests above which a client is a gateway (see [`Signals::gateway`]).
+pub const GATEWAY_SHARE: f64 = 0.3;
+/// Requests seen in total before any client can be called a gateway.
+pub const GATEWAY_MIN_TOTAL: u64 = 1000;
 
 /// One client's window. Fixed size: see the size test.
 #[derive(Debug, Clone)]
@@ -175,11 +181,21 @@ pub struct Signals {
     pub reputation: f64,
     /// Requests seen from this client, this one included.
     pub requests: u32,
+    /// Whether this client carries more than [`GATEWAY_SHARE`] of all
+    /// requests seen (after [`GATEWAY_MIN_TOTAL`]): an ingress gateway, a
+    /// shared proxy, or a dataset without client keys. Its "behaviour" is
+    /// the whole population's: an attacker's failures or scans would be
+    /// blamed on every user behind it. Its requests are judged on their own,
+    /// and every other signal here is left empty.
+    pub gateway: bool,
 }
 
 impl Signals {
-    /// Record the signals as [`FieldKind::Client`] observations.
+    /// Record the signals as [`FieldKind::Client`] observations (none for a gateway).
     pub fn push(&self, sample: &mut Sample) {
+        if self.gateway {
+            return;
+        }
         sample.push_num(FieldKind::Client, "rate1s", self.rate1);
         sample.push_num(FieldKind::Client, "rate10s", self.rate10);
         sample.push_num(FieldKind::Client, "rate60s", self.rate60);
@@ -241,13 +257,22 @@ pub struct Clients {
     head: u32,
     tail: u32,
     evicted: u64,
+    /// Requests seen, shared by the tables of one detector (the proxy shards
+    /// its clients), for the gateway share.
+    total: Arc<AtomicU64>,
 }
 
 impl Clients {
     /// A table holding at most `max_clients` clients (at least 1).
     pub fn new(max_clients: usize) -> Self {
+        Self::sharing(max_clients, Arc::default())
+    }
+
+    /// A table whose gateway share counts against `total`, the request count
+    /// of every table of one detector (shards of one client population).
+    pub fn sharing(max_clients: usize, total: Arc<AtomicU64>) -> Self {
         let max = max_clients.clamp(1, NIL as usize - 1);
-        Clients { max, map: HashMap::new(), slots: Vec::new(), head: NIL, tail: NIL, evicted: 0 }
+        Clients { max, map: HashMap::new(), slots: Vec::new(), head: NIL, tail: NIL, evicted: 0, total }
     }
 
     /// Clients currently tracked.
@@ -340,6 +365,8 @@ impl Clients {
     /// tensor sketch (with its model hash) and input deviation.
     pub fn observe_request(&mut self, client: &str, ts: f64, x: &Extra) -> Signals {
         let (endpoint, fingerprint, sketch, deviation) = (x.endpoint, x.fingerprint, x.sketch, x.deviation);
+        // Relaxed: a count, read for a coarse share; no ordering with other data.
+        let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
         let st = self.touch(client, ts);
         let dt = (ts - st.last_ts).max(0.0);
         st.last_ts = st.last_ts.max(ts);
@@ -369,6 +396,9 @@ impl Clients {
         let burst = (st.requests >= 100 && st.rate_peak > 0.0).then(|| rate10 / f64::from(st.rate_peak).max(1.0));
         let burst60 = (st.requests >= 100 && st.rate60_peak > 0.0).then(|| rate60 / f64::from(st.rate60_peak).max(1.0));
         st.requests = st.requests.saturating_add(1);
+        if total >= GATEWAY_MIN_TOTAL && f64::from(st.requests) > GATEWAY_SHARE * total as f64 {
+            return Signals { gateway: true, requests: st.requests, ..Signals::default() };
+        }
 
         let filled = (st.requests as usize).min(RECENT);
         let duplicates =
@@ -508,6 +538,7 @@ impl Clients {
             novel,
             reputation: f64::from(st.reputation),
             requests: st.requests,
+            gateway: false,
         }
     }
 
@@ -660,6 +691,28 @@ mod tests {
         assert!(o < 0.2 && e > 1.5, "ordinary {o}, extractor {e}");
         // The first queries of a client are not judged.
         assert_eq!(c.observe_request("new", 0.0, &query(true)).novel, None);
+    }
+
+    #[test]
+    fn a_client_carrying_most_traffic_is_a_gateway_without_signals() {
+        let total = Arc::default();
+        let (mut a, mut b) = (Clients::sharing(10, Arc::clone(&total)), Clients::sharing(10, total));
+        let mut last = Signals::default();
+        for i in 0..GATEWAY_MIN_TOTAL as u32 {
+            // The gateway sends half of all requests; 50 small clients the rest,
+            // counted in another shard.
+            last = a.observe_request("gateway", f64::from(i), &ex(i % 7, u64::from(i), None));
+            let s = b.observe_request(&format!("user-{}", i % 50), f64::from(i), &ex(0, 1, None));
+            assert!(!s.gateway);
+        }
+        assert!(last.gateway, "{last:?}");
+        assert_eq!((last.endpoints, last.errors, last.reputation), (0.0, None, 0.0));
+        let mut sample = crate::score::empty_sample();
+        last.push(&mut sample);
+        assert!(sample.fields.is_empty());
+        // Below the minimum total, nobody is a gateway.
+        let mut c = Clients::new(10);
+        assert!(!(0..100).any(|i| c.observe_request("only", f64::from(i), &ex(0, 0, None)).gateway));
     }
 
     #[test]

@@ -28,6 +28,8 @@ const MAX_FIELDS_PER_KIND: usize = 512;
 const MAX_ENDPOINTS: usize = 4096;
 /// Distinct children a path node keeps before it becomes a `{}` wildcard.
 const MAX_CHILDREN: usize = 24;
+/// Cap of the surprise of an unseen value of a field (bits).
+const UNSEEN_VALUE_CAP: f64 = 10.0;
 /// Cap of one field's surprise, bits.
 pub const FIELD_CAP: f64 = 24.0;
 
@@ -240,7 +242,14 @@ impl FieldProfile {
                         0.0
                     };
                     if excess > 0.0 {
-                        let s = (2.0 + 4.0 * (1.0 + excess).log2()).min(20.0);
+                        let mut s = (2.0 + 4.0 * (1.0 + excess).log2()).min(20.0);
+                        if w == 0.0 && excess >= 1.0 && o.kind != FieldKind::Client {
+                            // A value that never changed in n observations (NaN count 0,
+                            // batch 1, a flag) changing by a whole unit is an unseen value:
+                            // Good-Turing with no value seen once, as for categories. (A
+                            // share that was always 0 moving by 2% is not.)
+                            s = s.max((self.num.n as f64 + 2.0).log2().min(UNSEEN_VALUE_CAP));
+                        }
                         consider(s, FieldWhy::Range { value: v, lo, hi }, &mut total);
                     }
                 }
@@ -257,7 +266,7 @@ impl FieldProfile {
                 let p = (once + 1.0) / (n + 2.0);
                 // Header values (tokens, user agents) follow the client population,
                 // which changes legitimately: they weigh less than parameter values.
-                let cap = if o.kind == FieldKind::Header { 6.0 } else { 10.0 };
+                let cap = if o.kind == FieldKind::Header { 6.0 } else { UNSEEN_VALUE_CAP };
                 consider((-p.log2()).min(cap), FieldWhy::UnseenValue, &mut total);
             }
         }

@@ -214,7 +214,7 @@ const NIL: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct Clients {
     max: usize,
-    map: HashMap<u64, u32>,
+    map: HashMap<u64, u32, foldhash::fast::RandomState>,
     slots: Vec<Entry>,
     head: u32,
     tail: u32,
@@ -225,7 +225,7 @@ impl Clients {
     /// A table holding at most `max_clients` clients (at least 1).
     pub fn new(max_clients: usize) -> Self {
         let max = max_clients.clamp(1, NIL as usize - 1);
-        Clients { max, map: HashMap::new(), slots: Vec::new(), head: NIL, tail: NIL, evicted: 0 }
+        Clients { max, map: HashMap::default(), slots: Vec::new(), head: NIL, tail: NIL, evicted: 0 }
     }
 
     /// Clients currently tracked.

@@ -336,6 +336,8 @@ pub fn parse_num(value: &[u8]) -> Option<f64> {
 /// ([`class::PERCENT_ENCODED`], [`class::DOUBLE_ENCODED`]).
 pub fn percent_decode(raw: &[u8], plus_is_space: bool, out: &mut Vec<u8>) -> u64 {
     out.clear();
+    // Decoding never lengthens: one allocation at most, not one per doubling.
+    out.reserve(raw.len());
     let mut extra = 0u64;
     let mut i = 0;
     while i < raw.len() {

@@ -59,6 +59,8 @@ pub fn split_uri(uri: &str) -> (&str, &str) {
 /// into `out` as `/seg/seg`.
 pub fn normalise_path(path: &str, out: &mut String) {
     out.clear();
+    // Usually no longer than the path: one allocation, not one per doubling.
+    out.reserve(path.len() + 1);
     for seg in path.split('/').filter(|s| !s.is_empty()) {
         out.push('/');
         out.push_str(segment_class(seg).unwrap_or(seg));

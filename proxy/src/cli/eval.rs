@@ -251,7 +251,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         } else {
             None
         });
-        let t = tallies.entry(r.client.into_owned()).or_default();
+        // Only a new client's name is copied.
+        if !tallies.contains_key(r.client.as_ref()) {
+            tallies.insert(r.client.to_string(), ClientTally::default());
+        }
+        let Some(t) = tallies.get_mut(r.client.as_ref()) else { return }; // inserted just above
         t.requests += 1;
         t.attacks += u32::from(is_attack);
         if t.requests <= FIRST_REQUESTS && v.flagged() {

@@ -301,8 +301,10 @@ pub fn empty_sample() -> Sample {
         method: String::new(),
         path: String::new(),
         vector: [0.0; DIM],
-        names: String::with_capacity(256),
-        fields: Vec::with_capacity(24),
+        // Room for an OIP request's fields (about 35, 600 bytes of names):
+        // growing past the old 24 fields and 256 bytes reallocated both.
+        names: String::with_capacity(640),
+        fields: Vec::with_capacity(48),
         tensors: Vec::new(),
         raw: 0.0,
         flagged: false,

@@ -252,7 +252,7 @@ const NIL: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct Clients {
     max: usize,
-    map: HashMap<u64, u32>,
+    map: HashMap<u64, u32, foldhash::fast::RandomState>,
     slots: Vec<Entry>,
     head: u32,
     tail: u32,
@@ -272,7 +272,7 @@ impl Clients {
     /// of every table of one detector (shards of one client population).
     pub fn sharing(max_clients: usize, total: Arc<AtomicU64>) -> Self {
         let max = max_clients.clamp(1, NIL as usize - 1);
-        Clients { max, map: HashMap::new(), slots: Vec::new(), head: NIL, tail: NIL, evicted: 0, total }
+        Clients { max, map: HashMap::default(), slots: Vec::new(), head: NIL, tail: NIL, evicted: 0, total }
     }
 
     /// Clients currently tracked.

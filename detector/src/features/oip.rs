@@ -11,6 +11,7 @@
 //! bytes: a body that does not parse is itself an observation
 //! (`model.request = invalid`).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -212,20 +213,25 @@ impl<'de> Visitor<'de> for FlatSeed<'_> {
 }
 
 fn flat<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<Flat>, D::Error> {
-    let mut f = Flat::default();
+    // Room for small tensors up front: growing from empty cost one
+    // reallocation per doubling from 4 (eight for a 784-pixel image, now four).
+    let mut f = Flat { nums: Vec::with_capacity(64), ..Flat::default() };
     FlatSeed(&mut f).deserialize(d)?;
     Ok(Some(f))
 }
 
-/// One OIP v2 request input.
+/// One OIP v2 request input. Its name and datatype borrow from the body
+/// (unless escaped): two allocations fewer per input.
 #[derive(Debug, Deserialize)]
-pub struct Input {
+pub struct Input<'a> {
     /// Input name.
-    pub name: String,
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
     /// Declared shape (numbers; anything else fails the parse).
     pub shape: Vec<f64>,
     /// Declared datatype (`FP32`, `INT64`, `BYTES`, ...).
-    pub datatype: String,
+    #[serde(borrow)]
+    pub datatype: Cow<'a, str>,
     /// Per-input parameters (`binary_data_size`, ...).
     #[serde(default)]
     pub parameters: Option<Map<String, Value>>,
@@ -236,12 +242,13 @@ pub struct Input {
 
 /// An OIP v2 inference request.
 #[derive(Debug, Deserialize)]
-pub struct InferRequest {
+pub struct InferRequest<'a> {
     /// Request-level parameters.
     #[serde(default)]
     pub parameters: Option<Map<String, Value>>,
     /// The inputs.
-    pub inputs: Vec<Input>,
+    #[serde(borrow)]
+    pub inputs: Vec<Input<'a>>,
 }
 
 /// Bytes per element of a fixed-size datatype (`None` for BYTES or unknown).
@@ -256,26 +263,32 @@ pub fn dtype_size(dt: &str) -> Option<usize> {
 }
 
 /// Decode little-endian tensor bytes of a fixed-size datatype into `out`.
+/// The datatype picks the conversion once: matching its name for every
+/// element was most of this function's time (1% of `meshward eval`).
 pub fn decode_binary(dt: &str, bytes: &[u8], out: &mut Vec<f64>) {
-    let Some(size) = dtype_size(dt) else { return };
-    for c in bytes.chunks_exact(size).take(MAX_ELEMENTS) {
-        let v = match (dt, c) {
-            ("BOOL" | "UINT8", [a]) => f64::from(*a),
-            ("INT8", [a]) => f64::from(*a as i8),
-            ("INT16", &[a, b]) => f64::from(i16::from_le_bytes([a, b])),
-            ("UINT16", &[a, b]) => f64::from(u16::from_le_bytes([a, b])),
-            ("FP16", &[a, b]) => f16_to_f64(u16::from_le_bytes([a, b])),
-            ("BF16", &[a, b]) => f64::from(f32::from_bits(u32::from(u16::from_le_bytes([a, b])) << 16)),
-            ("INT32", &[a, b, c2, d]) => f64::from(i32::from_le_bytes([a, b, c2, d])),
-            ("UINT32", &[a, b, c2, d]) => f64::from(u32::from_le_bytes([a, b, c2, d])),
-            ("FP32", &[a, b, c2, d]) => f64::from(f32::from_le_bytes([a, b, c2, d])),
-            ("INT64", c) => c.try_into().map(|a| i64::from_le_bytes(a) as f64).unwrap_or(0.0),
-            ("UINT64", c) => c.try_into().map(|a| u64::from_le_bytes(a) as f64).unwrap_or(0.0),
-            ("FP64", c) => c.try_into().map(f64::from_le_bytes).unwrap_or(0.0),
-            _ => 0.0,
-        };
-        out.push(v);
+    match dt {
+        "BOOL" | "UINT8" => decode_each(bytes, out, |[a]: [u8; 1]| f64::from(a)),
+        "INT8" => decode_each(bytes, out, |[a]: [u8; 1]| f64::from(a as i8)),
+        "INT16" => decode_each(bytes, out, |b: [u8; 2]| f64::from(i16::from_le_bytes(b))),
+        "UINT16" => decode_each(bytes, out, |b: [u8; 2]| f64::from(u16::from_le_bytes(b))),
+        "FP16" => decode_each(bytes, out, |b: [u8; 2]| f16_to_f64(u16::from_le_bytes(b))),
+        "BF16" => {
+            decode_each(bytes, out, |b: [u8; 2]| f64::from(f32::from_bits(u32::from(u16::from_le_bytes(b)) << 16)))
+        }
+        "INT32" => decode_each(bytes, out, |b: [u8; 4]| f64::from(i32::from_le_bytes(b))),
+        "UINT32" => decode_each(bytes, out, |b: [u8; 4]| f64::from(u32::from_le_bytes(b))),
+        "FP32" => decode_each(bytes, out, |b: [u8; 4]| f64::from(f32::from_le_bytes(b))),
+        "INT64" => decode_each(bytes, out, |b: [u8; 8]| i64::from_le_bytes(b) as f64),
+        "UINT64" => decode_each(bytes, out, |b: [u8; 8]| u64::from_le_bytes(b) as f64),
+        "FP64" => decode_each(bytes, out, f64::from_le_bytes),
+        _ => {}
     }
+}
+
+/// Converts each whole `N`-byte element of `bytes` (at most `MAX_ELEMENTS`).
+fn decode_each<const N: usize>(bytes: &[u8], out: &mut Vec<f64>, convert: impl Fn([u8; N]) -> f64) {
+    // `chunks_exact(N)` yields N-byte slices only: the conversion to an array cannot fail.
+    out.extend(bytes.chunks_exact(N).take(MAX_ELEMENTS).map(|c| c.try_into().map_or(0.0, &convert)));
 }
 
 /// IEEE half precision to f64 (no `half` crate for one conversion).

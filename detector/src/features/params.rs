@@ -34,15 +34,16 @@ pub fn urlencoded(
         };
         let extra = percent_decode(value, true, scratch);
         stats.add(scratch);
-        if name.iter().any(|b| *b == b'%' || *b == b'+') || std::str::from_utf8(name).is_err() {
-            let mut decoded = Vec::new();
-            percent_decode(name, true, &mut decoded);
-            let name = String::from_utf8_lossy(&decoded);
-            sample.push_field(kind, cap_name(&name), scratch, extra);
-        } else {
-            // Checked just above: the name is UTF-8.
-            let name = std::str::from_utf8(name).unwrap_or("");
-            sample.push_field(kind, cap_name(name), scratch, extra);
+        match std::str::from_utf8(name) {
+            Ok(name) if !name.bytes().any(|b| b == b'%' || b == b'+') => {
+                sample.push_field(kind, cap_name(name), scratch, extra);
+            }
+            _ => {
+                let mut decoded = Vec::new();
+                percent_decode(name, true, &mut decoded);
+                let name = String::from_utf8_lossy(&decoded);
+                sample.push_field(kind, cap_name(&name), scratch, extra);
+            }
         }
     }
     n

@@ -17,7 +17,7 @@ use anyhow::{bail, Context as _};
 use meshward_detector::{metrics, score, Clients, Config, Learner, Model, RawConfig, Request};
 use serde_json::{json, Value};
 
-use crate::dataset::{read_records, Label, Record};
+use crate::dataset::{read_records, Label, RecordRef};
 
 /// Arguments of `meshward eval`.
 #[derive(Debug, clap::Args)]
@@ -74,8 +74,8 @@ struct Replay {
 
 impl Replay {
     /// Score one record, learn from it unless flagged, feed its response.
-    fn step(&mut self, r: &Record) -> meshward_detector::Verdict {
-        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    fn step(&mut self, r: &RecordRef<'_>) -> meshward_detector::Verdict {
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (&*n.0, &*v.0)).collect();
         let req =
             Request { method: &r.method, uri: &r.uri, headers: &headers, body: &r.body, client: &r.client, ts: r.ts };
         let scored = score(&self.model, &mut self.clients, &req);
@@ -94,13 +94,12 @@ impl Replay {
 }
 
 /// Reads a traffic file, calling `each` per record; returns skipped lines.
-fn replay_file(path: &Path, skip_bad: bool, phase: &str, mut each: impl FnMut(Record)) -> anyhow::Result<u64> {
+fn replay_file(path: &Path, skip_bad: bool, phase: &str, mut each: impl FnMut(RecordRef<'_>)) -> anyhow::Result<u64> {
     let file = File::open(path).with_context(|| format!("cannot open {} file {}", phase, path.display()))?;
     let mut records = read_records(BufReader::with_capacity(1 << 16, file), skip_bad);
     let mut n = 0u64;
-    for rec in records.by_ref() {
-        let rec = rec.with_context(|| format!("{} file {}", phase, path.display()))?;
-        each(rec);
+    while let Some(done) = records.next_map(&mut each) {
+        done.with_context(|| format!("{} file {}", phase, path.display()))?;
         n += 1;
         if n % PROGRESS_EVERY == 0 {
             eprintln!("meshward eval: {phase}: {n} requests");
@@ -242,17 +241,21 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         attack.push(is_attack);
         flagged.push(v.flagged());
         scenario_of.push(if is_attack {
-            let name = r.scenario.clone().unwrap_or_else(|| "unnamed".into());
+            let name = r.scenario.as_deref().unwrap_or("unnamed");
             let next = scenario_ids.len() as u32;
-            let id = *scenario_ids.entry(name.clone()).or_insert_with(|| {
-                scenario_names.push(name);
+            let id = *scenario_ids.entry(name.to_owned()).or_insert_with(|| {
+                scenario_names.push(name.to_owned());
                 next
             });
             Some(id)
         } else {
             None
         });
-        let t = tallies.entry(r.client).or_default();
+        // Only a new client's name is copied.
+        if !tallies.contains_key(r.client.as_ref()) {
+            tallies.insert(r.client.to_string(), ClientTally::default());
+        }
+        let Some(t) = tallies.get_mut(r.client.as_ref()) else { return }; // inserted just above
         t.requests += 1;
         t.attacks += u32::from(is_attack);
         if t.requests <= FIRST_REQUESTS && v.flagged() {

@@ -143,7 +143,14 @@ pub struct FieldProfile {
     /// Whether the field is in its endpoint's `required` list.
     #[serde(default)]
     pub required: bool,
+    /// The largest numeric values learned, largest first.
+    #[serde(default)]
+    pub top: [f64; TOP],
 }
+
+/// Largest values a field profile keeps: a client signal is judged against
+/// the smallest of them (see [`FieldProfile::surprise`]).
+pub const TOP: usize = 3;
 
 impl FieldProfile {
     fn new() -> Self {
@@ -164,6 +171,12 @@ impl FieldProfile {
         self.len.push(f64::from(o.len));
         if let Some(v) = o.num {
             self.num.push(v);
+            if v.is_finite() && (self.num.n <= TOP as u64 || v > self.top[TOP - 1]) {
+                let held = (self.num.n as usize - 1).min(TOP);
+                let at = self.top[..held].iter().position(|t| v > *t).unwrap_or(held.min(TOP - 1));
+                self.top.copy_within(at..TOP - 1, at + 1);
+                self.top[at] = v;
+            }
         }
         if let Some(cats) = &mut self.cats {
             if let Some(i) = cats.iter().position(|(h, _)| *h == o.hash) {
@@ -235,7 +248,11 @@ impl FieldProfile {
         if self.is_numeric() {
             match o.num {
                 Some(v) => {
-                    let (lo, hi) = (self.num.min, self.num.max);
+                    // A client signal's values are the clients' own doing: the top two
+                    // learned (a slow attack's first requests, before it was flagged)
+                    // do not widen the range that the next attacker is measured against.
+                    let robust = o.kind == FieldKind::Client && self.num.n >= 100;
+                    let (lo, hi) = (self.num.min, if robust { self.top[TOP - 1] } else { self.num.max });
                     let w = hi - lo;
                     let pad = 0.1 * w;
                     // A constant field has no spread to measure against: use a tenth
@@ -778,6 +795,19 @@ impl crate::features::oip::InputRanges for Profiles {
 mod tests {
     use super::*;
     use crate::features::Sample;
+
+    #[test]
+    fn top_values_are_kept_largest_first() {
+        let mut p = FieldProfile::new();
+        for v in [5.0, 1.0, 9.0, 3.0, 9.0, f64::NAN, 2.0] {
+            let o = FieldObs { kind: FieldKind::Client, name: (0, 0), classes: 0, len: 1, num: Some(v), hash: 0 };
+            p.learn(&o);
+        }
+        assert_eq!(p.top, [9.0, 9.0, 5.0]);
+        let mut q = FieldProfile::new();
+        q.learn(&FieldObs { kind: FieldKind::Client, name: (0, 0), classes: 0, len: 1, num: Some(4.0), hash: 0 });
+        assert_eq!(q.top[0], 4.0);
+    }
 
     #[test]
     fn joint_deviation_sees_broken_correlations() {

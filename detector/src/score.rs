@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::features::client::{Clients, PRADA_MIN};
+use crate::features::client::{Clients, ORDINARY_CREDENTIALS, PRADA_MIN};
 use crate::features::request::{extract, Request};
 use crate::features::{class_name, fnv1a, FieldKind, Sample, DIM, FEATURE_NAMES};
 use crate::model::Model;
@@ -175,8 +175,12 @@ fn client_sentence(name: &str, v: f64, hi: f64) -> Option<String> {
         "duplicates" => format!("client repeated the same request {v:.0} times in its last 16{times}"),
         "burst" => format!("client sends {v:.0}x its own usual request rate{times}: flood"),
         "burst60" => format!("client sends {v:.0}x its own usual request rate over a minute{times}: flood"),
+        // Recorded beyond the ordinary two (see `Signals::push`).
         "credentials" => format!(
-            "client used {v:.0} different credentials in its last 16 requests{times}: credential stuffing"
+            "client used {:.0} different credentials in its last 16 requests (ordinary clients: up to {:.0}): \
+             credential stuffing",
+            v + ORDINARY_CREDENTIALS,
+            hi + ORDINARY_CREDENTIALS
         ),
         "sweep" => format!(
             "client queries hold {:.0}% of the input fixed and vary the rest{times}: possible model extraction (grid sweep)",
@@ -188,12 +192,16 @@ fn client_sentence(name: &str, v: f64, hi: f64) -> Option<String> {
         n if n.starts_with("spread") => {
             format!("client queries look uniformly spread: possible model extraction (mean deviation {v:.1} sd{times})")
         }
-        n if n.starts_with("novel") => format!(
-            "{:.0}% of the client's recent queries lie far from every learned input (ordinary clients: up to {:.0}%): \
-             possible model extraction",
-            100.0 * v / (1.0 + v),
-            100.0 * hi / (1.0 + hi)
-        ),
+        n if n.starts_with("novel") => {
+            // Recorded as odds (see `Signals::novel`): back to shares.
+            let share = |odds: f64| 100.0 * odds / (1.0 + odds);
+            let ordinary = format!("up to {:.0}%", share(hi));
+            format!(
+                "{:.0}% of the client's recent queries lie far from every learned input (ordinary clients: {ordinary}): \
+                 possible model extraction",
+                share(v)
+            )
+        }
         "prada" => format!("client queries look uniformly spread: possible model extraction (PRADA W = {v:.2})"),
         _ => return None,
     })

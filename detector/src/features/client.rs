@@ -29,6 +29,9 @@ const RECENT: usize = 16;
 pub const PRADA_MIN: usize = 20;
 /// Relative step below which two successive queries count as a perturbation.
 pub const PERTURBATION: f64 = 0.01;
+/// Distinct credentials in a client's last 16 requests that are never
+/// unusual (a token and its refresh).
+pub const ORDINARY_CREDENTIALS: f64 = 2.0;
 /// Share of all requests above which a client is a gateway (see [`Signals::gateway`]).
 pub const GATEWAY_SHARE: f64 = 0.3;
 /// Requests seen in total before any client can be called a gateway.
@@ -175,7 +178,7 @@ pub struct Signals {
     pub spread: Option<f64>,
     /// Decayed share of the client's queries to this model that lie far from
     /// every learned input (after 8), weighed by how novel this one is, as
-    /// odds (share / (1 - share)).
+    /// odds (share / (1 - share)); only above a tenth.
     pub novel: Option<f64>,
     /// Reputation before this request.
     pub reputation: f64,
@@ -208,7 +211,9 @@ impl Signals {
         if let Some(w) = self.sweep {
             sample.push_num(FieldKind::Client, "sweep", w);
         }
-        sample.push_num(FieldKind::Client, "credentials", self.credentials);
+        // Beyond two: a token refreshed within 16 requests is ordinary, however
+        // few clients of the learned period happened to refresh one.
+        sample.push_num(FieldKind::Client, "credentials", (self.credentials - ORDINARY_CREDENTIALS).max(0.0));
         if let Some(e) = self.errors {
             sample.push_num(FieldKind::Client, "errors", e);
         }
@@ -514,8 +519,11 @@ impl Clients {
                 // Recorded as odds (share / (1 - share)): a share is bounded by 1,
                 // and 80% against the 60% ordinary clients reach is a far stronger
                 // sign than its difference of 0.2 says; in odds it is 4 against 1.5.
-                if m.novelties >= 8 {
-                    let share = f64::from(m.far).min(0.99) * n.ratio.min(1.0);
+                // Only above the tenth that ordinary queries are far by definition:
+                // a young model that learned "up to 3%" must not call 10% an
+                // extraction, nor measure 14% against a range of clients all at 10%.
+                let share = f64::from(m.far).min(0.99) * n.ratio.min(1.0);
+                if m.novelties >= 8 && share > 0.1 {
                     novel = Some(share / (1.0 - share));
                 }
             }
@@ -686,9 +694,9 @@ mod tests {
             ordinary = c.observe_request("ordinary", f64::from(i), &query(i % 10 == 0)).novel;
             extractor = c.observe_request("extractor", f64::from(i), &query(i % 4 != 0)).novel;
         }
-        // Odds: a tenth far is about 0.1, three quarters about 3.
-        let (o, e) = (ordinary.expect("after 8 queries"), extractor.expect("after 8 queries"));
-        assert!(o < 0.2 && e > 1.5, "ordinary {o}, extractor {e}");
+        // Odds: a tenth far (or fewer) is not recorded, three quarters is about 3.
+        let e = extractor.expect("after 8 queries");
+        assert!(ordinary.is_none() && e > 1.5, "ordinary {ordinary:?}, extractor {e}");
         // The first queries of a client are not judged.
         assert_eq!(c.observe_request("new", 0.0, &query(true)).novel, None);
     }

@@ -470,9 +470,6 @@ pub fn extract(
             let row = crate::neighbours::row(&nums, &input.shape);
             let nearest = learned.zip(row).and_then(|(p, r)| p.neighbours.distance(r));
             let novelty = learned.zip(nearest).and_then(|(p, d)| p.neighbours.judge(d));
-            if let Some(n) = novelty {
-                put(sample, &mut name, ".novelty", n.ratio);
-            }
             name.truncate(base);
             if sample.tensors.len() < 8 {
                 let lead = nums.iter().take(POSITIONS).map(|v| *v as f32).collect();

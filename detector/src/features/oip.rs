@@ -12,7 +12,7 @@
 //! (`model.request = invalid`).
 
 use std::borrow::Cow;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -508,7 +508,8 @@ fn shape_key(shape: &[f64]) -> String {
             s.push('b');
         } else {
             s.push(',');
-            s.push_str(&format!("{d}"));
+            // Written in place: `format!` allocated a String per dimension.
+            let _ = write!(s, "{d}");
         }
     }
     s

@@ -136,9 +136,8 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 /// Fingerprint of a byte string (foldhash with a fixed seed). Used only to
 /// count identical requests in a client's window, never stored, so the
 /// function may change. Byte-wise FNV-1a cost about 1 µs per KiB of body;
-/// the serial eight-byte multiply-rotate that replaced it was still 1.1% of
-/// `meshward eval`; foldhash (16 bytes, independent lanes per step) is 0.9%
-/// less, fingerprint included, in `request::extract`.
+/// a serial eight-byte multiply-rotate still cost 1.1% of `meshward eval`,
+/// foldhash (16 bytes and independent lanes per step) 0.9% less.
 #[inline]
 pub fn fingerprint(bytes: &[u8]) -> u64 {
     use std::hash::BuildHasher as _;

@@ -83,14 +83,18 @@ impl Calibrator {
             }
         }
         let mut v: Vec<f32> = self.scores.iter().map(|(s, _)| *s).collect();
-        v.sort_unstable_by(f32::total_cmp);
-        let q = |p: f64| {
-            let i = ((p * n).ceil() as usize).saturating_sub(1).min(v.len() - 1);
-            f64::from(v[i])
-        };
+        let index = |p: f64| ((p * n).ceil() as usize).saturating_sub(1).min(v.len() - 1);
+        let (ia, is) = (index(1.0 - fp_budget), index(1.0 - suspicious_budget));
+        // Selection, not a sort: under `total_cmp` the i-th smallest value is
+        // one value, whichever way it is found. The higher quantile first;
+        // the lower one then lies in the part below it.
+        let (hi, lo) = (ia.max(is), ia.min(is));
+        let q_hi = *v.select_nth_unstable_by(hi, f32::total_cmp).1;
+        let q_lo = if lo < hi { *v[..hi].select_nth_unstable_by(lo, f32::total_cmp).1 } else { q_hi };
+        let q = |i: usize| f64::from(if i == hi { q_hi } else { q_lo });
         // Just above the quantile value: a score equal to it is not flagged.
-        let anomalous = (q(1.0 - fp_budget) + 0.5).max(MIN_ANOMALOUS);
-        let suspicious = (q(1.0 - suspicious_budget) + 0.5).clamp(MIN_SUSPICIOUS, anomalous);
+        let anomalous = (q(ia) + 0.5).max(MIN_ANOMALOUS);
+        let suspicious = (q(is) + 0.5).clamp(MIN_SUSPICIOUS, anomalous);
         Thresholds { suspicious, anomalous }
     }
 }

@@ -292,9 +292,11 @@ fn q99(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
-    v.sort_unstable_by(f64::total_cmp);
     let i = ((v.len() as f64 * 0.99).ceil() as usize).saturating_sub(1).min(v.len() - 1);
-    Some(v[i])
+    // Selection, not a sort: under `total_cmp` the i-th smallest value is one
+    // value, whichever way it is found (sorting here and in calibration was
+    // 0.6% of `meshward eval`).
+    Some(*v.select_nth_unstable_by(i, f64::total_cmp).1)
 }
 
 fn sanitize(v: &[f64; DIM]) -> [f64; DIM] {

@@ -34,6 +34,9 @@ pub const MIN_ROWS: usize = 32;
 /// distances in [2^((i - OFFSET) / 2), 2^((i - OFFSET + 1) / 2)).
 const BINS: usize = 64;
 const OFFSET: i32 = 40;
+/// Distances a histogram needs before its 99.9th percentile judges a single
+/// query (a young model's tail is not known).
+pub const MATURE: u64 = 2000;
 /// Distances learned between two halvings of the histogram.
 const HALVE_EVERY: u64 = 32_768;
 
@@ -60,6 +63,10 @@ pub struct Neighbours {
     /// Median and 90th percentile of the learned distances (at publication).
     #[serde(default)]
     quantiles: Option<(f64, f64)>,
+    /// The learned 99.9th percentile distance, once [`MATURE`] distances
+    /// were learned (at publication).
+    #[serde(default)]
+    tail: Option<f64>,
 }
 
 /// How novel one query is.
@@ -71,6 +78,9 @@ pub struct Novelty {
     pub ratio: f64,
     /// Whether the distance is beyond the learned 90th percentile.
     pub far: bool,
+    /// The distance over the learned 99.9th percentile when beyond it and
+    /// [`MATURE`] distances were learned, else 0.
+    pub beyond: f64,
 }
 
 /// The elements compared for a tensor whose data is `nums` and declared
@@ -142,6 +152,7 @@ impl Neighbours {
         self.z.clear();
         self.scale.clear();
         self.quantiles = None;
+        self.tail = None;
         let k = self.k;
         if k == 0 || positions.len() < k || self.rows.len() < MIN_ROWS * k {
             return;
@@ -175,6 +186,9 @@ impl Neighbours {
         // constant image border) have no scale to measure novelty against.
         if q50 > 0.0 {
             self.quantiles = Some((q50, q90));
+            if total >= MATURE {
+                self.tail = Some(quantile(0.999));
+            }
         }
     }
 
@@ -205,7 +219,8 @@ impl Neighbours {
     /// once the distances of ordinary queries are learned.
     pub fn judge(&self, distance: f64) -> Option<Novelty> {
         let (q50, q90) = self.quantiles?;
-        Some(Novelty { distance, ratio: distance / q50, far: distance > q90 })
+        let beyond = self.tail.filter(|t| distance > *t).map_or(0.0, |t| distance / t);
+        Some(Novelty { distance, ratio: distance / q50, far: distance > q90, beyond })
     }
 
     /// [`Neighbours::distance`] then [`Neighbours::judge`].
@@ -245,6 +260,28 @@ mod tests {
         let off = n.novelty(&[1.9, 0.2]).expect("published"); // in the box, far from the curve
         assert!(!on.far && on.ratio < 2.0, "{on:?}");
         assert!(off.far && off.ratio > 5.0, "{off:?}");
+    }
+
+    #[test]
+    fn a_mature_memory_judges_single_queries_against_its_tail() {
+        let pts: Vec<[f64; 2]> = (0..300).map(|i| f64::from(i % 100) / 50.0).map(|x| [x, x * x]).collect();
+        let mut n = learned(&pts);
+        assert_eq!(n.novelty(&[1.9, 0.2]).map(|v| v.beyond), Some(0.0), "young: no tail yet");
+        let mut positions = vec![Stat::default(); 2];
+        for p in &pts {
+            positions[0].push(p[0]);
+            positions[1].push(p[1]);
+        }
+        for i in 0..MATURE as usize {
+            let p = pts[i % pts.len()];
+            let d = n.distance(&[p[0] + 0.01, p[1] - 0.01]);
+            n.learn(&[p[0] as f32, p[1] as f32], d);
+        }
+        n.refresh(&positions);
+        let off = n.novelty(&[1.9, 0.2]).expect("published");
+        let on = n.novelty(&[1.0, 1.0]).expect("published");
+        assert!(off.beyond > 2.0, "{off:?}");
+        assert_eq!(on.beyond, 0.0, "{on:?}");
     }
 
     #[test]

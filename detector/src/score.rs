@@ -24,6 +24,9 @@ pub const SIBLING_BITS: f64 = 5.0;
 /// Most bits the request shape (k-means distance) adds: below the smallest
 /// anomalous threshold, so the shape alone never flags a request.
 pub const SHAPE_CAP: f64 = 7.0;
+/// Most bits one query's distance to learned inputs adds: below the smallest
+/// anomalous threshold, so it flags only with other evidence.
+pub const NOVELTY_CAP: f64 = 6.0;
 /// Most bits a client's reputation adds to one request.
 pub const REPUTATION_CAP: f64 = 6.0;
 /// Reputation (decayed mean of recent excess bits over the suspicious
@@ -111,6 +114,12 @@ pub enum Why {
         feature: &'static str,
         /// Its standardised deviation from the centroid.
         deviation: f64,
+    },
+    /// The query is far from every learned input.
+    Novel {
+        /// Its distance to the nearest learned input over the 99.9th
+        /// percentile of ordinary queries' distances.
+        beyond: f64,
     },
     /// PRADA: the client's nearest-query distances are not normal.
     Prada {
@@ -251,6 +260,9 @@ impl Reason {
             Why::Field(FieldWhy::UnseenValue) => format!("unseen value of {label}"),
             Why::Shape { ratio, feature, deviation } => format!(
                 "request shape unlike learned traffic ({ratio:.1}x the nearest cluster's radius; {feature} {deviation:+.1} sd)"
+            ),
+            Why::Novel { beyond } => format!(
+                "{label} lies far from every learned input ({beyond:.1}x the distance 99.9% of ordinary queries stay within)"
             ),
             Why::Prada { w } => {
                 format!("client queries look uniformly spread: possible model extraction (PRADA W = {w:.2})")
@@ -507,6 +519,19 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
                 }
             });
         }
+    }
+
+    // A query far beyond the distance to learned inputs that ordinary queries
+    // reach (the 99.9th percentile of a mature histogram): one extraction
+    // query can show that before its client has a share of far queries.
+    if let Some(n) = extra.novelty.filter(|n| n.beyond > 1.0) {
+        acc.add((3.0 + 4.0 * n.beyond.log2()).min(NOVELTY_CAP), || Reason {
+            family: Family::Inference,
+            kind: Some(FieldKind::Tensor),
+            name: sample.tensors.first().map_or_else(String::new, |t| t.input.clone()),
+            contribution: 0.0,
+            why: Why::Novel { beyond: n.beyond },
+        });
     }
 
     // PRADA: the published threshold, unless normal clients go lower.

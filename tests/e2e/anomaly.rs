@@ -197,8 +197,9 @@ async fn an_attacker_is_blocked_while_normal_clients_pass_and_its_traffic_is_nev
     );
     assert!(
         first_block.is_some_and(|n| n <= 1),
-        "first refusal at attack request {first_block:?} {:?}",
-        admin_get(p.admin, "/detector/decisions")
+        "first refusal at attack request {first_block:?}\ndetector: {}\n{}",
+        detector_state(&p),
+        p.logs().lines().filter(|l| l.contains("127.0.0.9")).take(3).collect::<Vec<_>>().join("\n")
     );
 
     // Evidence: metrics, the admin views and the access log name the client.

@@ -317,18 +317,21 @@ fn learn_loop(
     }
 }
 
-/// Swaps in a model the learner published (and saves it, if asked).
+/// Swaps in a model the learner published (and saves it, if asked). The
+/// model serves before `/detector` reports it: a client that sees
+/// `warming_up: false` there gets verdicts from its next request on.
 fn publish(next: Model, model: &ArcSwap<Model>, views: &Views, metrics: &Metrics, save: Option<&std::path::Path>) {
+    let next = Arc::new(next);
+    model.store(Arc::clone(&next));
     metrics.detector_model_swaps.inc();
     metrics.detector_model_version.set(i64::try_from(next.version).unwrap_or(i64::MAX));
     views.published(&next);
+    tracing::debug!(version = next.version, samples = next.samples, ready = next.ready, "detector model swapped in");
     if let Some(path) = save {
         if let Err(e) = write_atomically(path, &next.snapshot()) {
             tracing::warn!(path = %path.display(), error = %e, "cannot save the detector model");
         }
     }
-    tracing::debug!(version = next.version, samples = next.samples, ready = next.ready, "detector model swapped in");
-    model.store(Arc::new(next));
 }
 
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {

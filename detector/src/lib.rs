@@ -51,7 +51,7 @@ pub mod score;
 pub mod shapiro;
 
 pub use config::{Config, ConfigError, RawConfig};
-pub use features::client::Clients;
+pub use features::client::{Clients, CLOCK_BACK};
 pub use features::request::Request;
 pub use features::Sample;
 pub use learner::{Learned, Learner};

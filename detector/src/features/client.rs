@@ -32,6 +32,10 @@ pub const PERTURBATION: f64 = 0.01;
 /// Distinct credentials in a client's last 16 requests that are never
 /// unusual (a token and its refresh).
 pub const ORDINARY_CREDENTIALS: f64 = 2.0;
+/// Seconds a request's timestamp may lie before its client's latest one
+/// (requests finishing out of order) before the client's clock is taken to
+/// have been reset (see [`ClientState::restart_clock`]).
+pub const CLOCK_BACK: f64 = 1.0;
 /// Share of all requests above which a client is a gateway (see [`Signals::gateway`]).
 pub const GATEWAY_SHARE: f64 = 0.3;
 /// Requests seen in total before any client can be called a gateway.
@@ -117,6 +121,22 @@ impl ClientState {
         }
     }
 
+    /// Time went back by more than [`CLOCK_BACK`]: another recording or a
+    /// reset clock, not requests arriving out of order. The time windows start
+    /// again from `ts` (otherwise every request until the clock caught up
+    /// would count with no decay: a flood from every client); what the client
+    /// sent and its learned peaks stay.
+    fn restart_clock(&mut self, ts: f64) {
+        self.last_ts = ts;
+        self.rate1 = 0.0;
+        self.rate10 = 0.0;
+        self.rate60 = 0.0;
+        self.rate_block = 0.0;
+        self.rate60_block = 0.0;
+        self.block_start = ts;
+        self.block60_start = ts;
+    }
+
     /// The client's reputation: decayed mean of its recent raw scores.
     pub fn reputation(&self) -> f64 {
         f64::from(self.reputation)
@@ -191,6 +211,10 @@ pub struct Signals {
     /// blamed on every user behind it. Its requests are judged on their own,
     /// and every other signal here is left empty.
     pub gateway: bool,
+    /// Whether the timestamps seen so far differ at all. If every request
+    /// carried the same one, the rates and bursts are counts of requests
+    /// with no time to decay over, and are left out.
+    pub timed: bool,
 }
 
 impl Signals {
@@ -199,14 +223,16 @@ impl Signals {
         if self.gateway {
             return;
         }
-        sample.push_num(FieldKind::Client, "rate1s", self.rate1);
-        sample.push_num(FieldKind::Client, "rate10s", self.rate10);
-        sample.push_num(FieldKind::Client, "rate60s", self.rate60);
-        if let Some(b) = self.burst {
-            sample.push_num(FieldKind::Client, "burst", b);
-        }
-        if let Some(b) = self.burst60 {
-            sample.push_num(FieldKind::Client, "burst60", b);
+        if self.timed {
+            sample.push_num(FieldKind::Client, "rate1s", self.rate1);
+            sample.push_num(FieldKind::Client, "rate10s", self.rate10);
+            sample.push_num(FieldKind::Client, "rate60s", self.rate60);
+            if let Some(b) = self.burst {
+                sample.push_num(FieldKind::Client, "burst", b);
+            }
+            if let Some(b) = self.burst60 {
+                sample.push_num(FieldKind::Client, "burst60", b);
+            }
         }
         if let Some(w) = self.sweep {
             sample.push_num(FieldKind::Client, "sweep", w);
@@ -265,6 +291,11 @@ pub struct Clients {
     /// Requests seen, shared by the tables of one detector (the proxy shards
     /// its clients), for the gateway share.
     total: Arc<AtomicU64>,
+    /// The first timestamp seen, and whether any later one differed: a
+    /// recording whose requests all carry one timestamp (a corpus without
+    /// times) has no rates to measure.
+    first_ts: Option<f64>,
+    clock_moved: bool,
 }
 
 impl Clients {
@@ -277,7 +308,17 @@ impl Clients {
     /// of every table of one detector (shards of one client population).
     pub fn sharing(max_clients: usize, total: Arc<AtomicU64>) -> Self {
         let max = max_clients.clamp(1, NIL as usize - 1);
-        Clients { max, map: HashMap::default(), slots: Vec::new(), head: NIL, tail: NIL, evicted: 0, total }
+        Clients {
+            max,
+            map: HashMap::default(),
+            slots: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            evicted: 0,
+            total,
+            first_ts: None,
+            clock_moved: false,
+        }
     }
 
     /// Clients currently tracked.
@@ -365,6 +406,11 @@ impl Clients {
         &mut self.slots[i as usize].state
     }
 
+    /// Whether the timestamps seen so far differ (see [`Signals::timed`]).
+    pub fn timed(&self) -> bool {
+        self.clock_moved
+    }
+
     /// Update `client`'s window with one request and return its signals.
     /// `x` carries what extraction found: endpoint, fingerprint, credential,
     /// tensor sketch (with its model hash) and input deviation.
@@ -372,7 +418,15 @@ impl Clients {
         let (endpoint, fingerprint, sketch, deviation) = (x.endpoint, x.fingerprint, x.sketch, x.deviation);
         // Relaxed: a count, read for a coarse share; no ordering with other data.
         let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+        match self.first_ts {
+            None => self.first_ts = Some(ts),
+            Some(first) => self.clock_moved |= ts != first,
+        }
+        let timed = self.clock_moved;
         let st = self.touch(client, ts);
+        if ts < st.last_ts - CLOCK_BACK {
+            st.restart_clock(ts);
+        }
         let dt = (ts - st.last_ts).max(0.0);
         st.last_ts = st.last_ts.max(ts);
         st.rate1 = (f64::from(st.rate1) * (-dt).exp() + 1.0) as f32;
@@ -547,6 +601,7 @@ impl Clients {
             reputation: f64::from(st.reputation),
             requests: st.requests,
             gateway: false,
+            timed,
         }
     }
 
@@ -678,6 +733,32 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_that_goes_back_restarts_the_rates_not_stacks_them() {
+        let mut c = Clients::new(10);
+        // One request a second for 1000 s, then the same pace from t = 0 again
+        // (a test file recorded before the train file ends).
+        // (Three other clients as busy, so that "r" is not a gateway.)
+        let mut step = |ts: f64, id: u64| {
+            for other in ["o1", "o2", "o3"] {
+                c.observe_request(other, ts, &ex(1, id, None));
+            }
+            c.observe_request("r", ts, &ex(0, id, None))
+        };
+        for i in 0..1000 {
+            step(f64::from(i), i as u64);
+        }
+        let mut s = Signals::default();
+        for i in 0..200 {
+            s = step(f64::from(i), 2000 + i as u64);
+        }
+        assert!(!s.gateway);
+        assert!(s.rate1 < 2.0 && s.rate10 < 12.0, "{s:?}");
+        // Requests finishing a little out of order are not a new clock.
+        let late = c.observe_request("r", 199.5, &ex(0, 9999, None));
+        assert!(late.rate1 > s.rate1, "{late:?}");
+    }
+
+    #[test]
     fn novel_share_separates_far_queries_from_ordinary_ones() {
         use crate::neighbours::Novelty;
         let mut c = Clients::new(10);
@@ -699,6 +780,26 @@ mod tests {
         assert!(ordinary.is_none() && e > 1.5, "ordinary {ordinary:?}, extractor {e}");
         // The first queries of a client are not judged.
         assert_eq!(c.observe_request("new", 0.0, &query(true)).novel, None);
+    }
+
+    #[test]
+    fn a_recording_without_times_has_no_rates() {
+        let pushed = |ts: &dyn Fn(u32) -> f64| {
+            let mut c = Clients::new(10);
+            let mut last = Signals::default();
+            for i in 0..300 {
+                last = c.observe_request(&format!("c{}", i % 5), ts(i), &ex(0, u64::from(i), None));
+            }
+            let mut sample = crate::score::empty_sample();
+            last.push(&mut sample);
+            sample.fields.iter().map(|f| sample.name(f).to_owned()).collect::<Vec<_>>()
+        };
+        // Every request at t = 0: sixty requests "in no time" per client is not a flood.
+        let untimed = pushed(&|_| 0.0);
+        assert!(!untimed.iter().any(|n| n.starts_with("rate") || n.starts_with("burst")), "{untimed:?}");
+        assert!(untimed.iter().any(|n| n == "duplicates"), "{untimed:?}");
+        let timed = pushed(&|i| f64::from(i));
+        assert!(timed.iter().any(|n| n == "rate1s"), "{timed:?}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use meshward_detector::{metrics, score, Clients, Config, Learner, Model, RawConfig, Request};
+use meshward_detector::{metrics, score, Clients, Config, Learner, Model, RawConfig, Request, CLOCK_BACK};
 use serde_json::{json, Value};
 
 use crate::dataset::{read_records, Label, RecordRef};
@@ -153,8 +153,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let mut skipped = 0;
     let mut train_requests = 0u64;
     let train_start = Instant::now();
+    let mut train_end = f64::NEG_INFINITY;
     if let Some(train) = &args.train {
         skipped += replay_file(train, args.skip_bad, "train", |r| {
+            train_end = train_end.max(r.ts);
             replay.step(&r);
             train_requests += 1;
         })?;
@@ -200,7 +202,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     replay.learn = !args.freeze;
     let test_start = Instant::now();
     let mut line = 0u64;
+    let mut test_start_ts = None;
     skipped += replay_file(&args.test, args.skip_bad, "test", |r| {
+        test_start_ts.get_or_insert(r.ts);
         let v = replay.step(&r);
         let is_attack = r.label == Label::Attack;
         line += 1;
@@ -271,6 +275,15 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         }
     })?;
     let test_seconds = test_start.elapsed().as_secs_f64();
+    if let Some(first) = test_start_ts.filter(|t| *t < train_end - CLOCK_BACK) {
+        eprintln!(
+            "meshward eval: note: the test file starts {:.0} s before the train file ends; each client's rate windows restart at its first test request",
+            train_end - first
+        );
+    }
+    if !replay.clients.timed() {
+        eprintln!("meshward eval: note: every request carries the same timestamp; rates and bursts are not measured");
+    }
     if let Some(mut out) = scores_out {
         if let Some(e) = scores_error.take() {
             return Err(e).context("cannot write the scores file");

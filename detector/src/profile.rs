@@ -37,6 +37,9 @@ const MAX_ENDPOINTS: usize = 4096;
 const MAX_CHILDREN: usize = 24;
 /// Cap of the surprise of an unseen value of a field (bits).
 const UNSEEN_VALUE_CAP: f64 = 10.0;
+/// Bits taken off an unseen value per doubling of the distinct clients that
+/// sent it (see [`FieldProfile::surprise_seen_by`]).
+pub const SPREAD_DISCOUNT: f64 = 3.0;
 /// Cap of one field's surprise, bits.
 pub const FIELD_CAP: f64 = 24.0;
 
@@ -194,8 +197,27 @@ impl FieldProfile {
         self.num.n > 0 && self.num.n as f64 >= 0.98 * self.n as f64
     }
 
+    /// Whether `o` carries a value of this categorical field never learned
+    /// (the case [`FieldProfile::surprise_seen_by`] discounts).
+    pub fn is_unseen_value(&self, o: &FieldObs) -> bool {
+        !self.is_numeric()
+            && self.n >= 30
+            && self.cats.as_ref().is_some_and(|cats| !cats.iter().any(|(h, _)| *h == o.hash))
+    }
+
     /// Surprise of an observation (bits, capped) and its strongest reason.
     pub fn surprise(&self, o: &FieldObs) -> (f64, Option<FieldWhy>) {
+        self.surprise_seen_by(o, 1)
+    }
+
+    /// [`FieldProfile::surprise`] of a value that `clients` distinct clients
+    /// sent lately while it was unseen: each doubling of them takes
+    /// [`SPREAD_DISCOUNT`] bits off the unseen value. A new product category
+    /// or city that many users pick is the service changing; one client
+    /// repeating an odd value is not. (Such values are never learned while
+    /// flagged, so without this a new value above the threshold would be
+    /// flagged for every user, forever.)
+    pub fn surprise_seen_by(&self, o: &FieldObs, clients: u32) -> (f64, Option<FieldWhy>) {
         if self.n < MIN_OBS {
             return (0.0, None);
         }
@@ -213,17 +235,29 @@ impl FieldProfile {
         let mut rare = 0u64;
         let mut s_chars = 0.0;
         let mut bits = o.classes;
+        // Bits of a class, if it is rare in this field.
+        let cost = |b: u32| {
+            let c = f64::from(self.classes.get(b as usize).copied().unwrap_or(0));
+            let p = (c + 0.5) / (n + 1.0);
+            // Letters and digits are how values legitimately change (names, IDs,
+            // new wording); injection needs syntax: punctuation, controls,
+            // encodings. New letters or digits count a little, the rest fully.
+            let benign = matches!(b, class::UPPER | class::LOWER | class::DIGIT);
+            (p < 0.02).then(|| if benign { (-p.log2()).min(3.0) } else { -p.log2() })
+        };
         while bits != 0 {
             let b = bits.trailing_zeros();
             bits &= bits - 1;
-            let c = f64::from(self.classes.get(b as usize).copied().unwrap_or(0));
-            let p = (c + 0.5) / (n + 1.0);
-            if p < 0.02 {
-                // Letters and digits are how values legitimately change (names, IDs,
-                // new wording); injection needs syntax: punctuation, controls,
-                // encodings. New letters or digits count a little, the rest fully.
-                let benign = matches!(b, class::UPPER | class::LOWER | class::DIGIT);
-                s_chars += if benign { (-p.log2()).min(3.0) } else { -p.log2() };
+            if let Some(s) = cost(b) {
+                // A closing bracket after its opening one is one piece of syntax
+                // (a remark in parentheses, a list), not a second rare event: the
+                // pair counts as much as its rarer half. (The opening class has the
+                // lower index, so it was counted first.)
+                let open = CLOSING.iter().find(|(close, _)| *close == b).map(|(_, open)| *open);
+                s_chars += match open.filter(|i| rare & (1 << i) != 0).and_then(&cost) {
+                    Some(s_open) => (s - s_open).max(0.0),
+                    None => s,
+                };
                 rare |= 1 << b;
             }
         }
@@ -260,7 +294,11 @@ impl FieldProfile {
                     let scale = if w > 0.0 { w.max(self.num.std()) } else { (0.1 * hi.abs()).max(1.0) };
                     let excess = if v > hi + pad {
                         (v - hi) / scale
-                    } else if v < lo - pad {
+                    } else if v < lo - pad && o.kind != FieldKind::Client {
+                        // Client signals count what a client does too much of (rate,
+                        // credentials, errors, spread); doing less than any learned
+                        // client (a prober quieter after a pause) is not a sign.
+                        // PRADA, where low is the sign, is judged in `score`.
                         (lo - v) / scale
                     } else {
                         0.0
@@ -291,12 +329,21 @@ impl FieldProfile {
                 // Header values (tokens, user agents) follow the client population,
                 // which changes legitimately: they weigh less than parameter values.
                 let cap = if o.kind == FieldKind::Header { 6.0 } else { UNSEEN_VALUE_CAP };
-                consider((-p.log2()).min(cap), FieldWhy::UnseenValue, &mut total);
+                let s = (-p.log2()).min(cap) - SPREAD_DISCOUNT * f64::from(clients.max(1)).log2();
+                if s > 0.0 {
+                    consider(s, FieldWhy::UnseenValue, &mut total);
+                }
             }
         }
         (total.min(FIELD_CAP), best.1)
     }
 }
+
+/// Closing bracket classes and their opening ones: `()` and `[]`.
+const CLOSING: [(u32, u32); 2] = [
+    (crate::features::byte_class(b')'), crate::features::byte_class(b'(')),
+    (crate::features::byte_class(b']'), crate::features::byte_class(b'[')),
+];
 
 /// Profile of one endpoint (or of the whole service, for headers, inputs and
 /// client signals).
@@ -807,6 +854,40 @@ mod tests {
         let mut q = FieldProfile::new();
         q.learn(&FieldObs { kind: FieldKind::Client, name: (0, 0), classes: 0, len: 1, num: Some(4.0), hash: 0 });
         assert_eq!(q.top[0], 4.0);
+    }
+
+    #[test]
+    fn a_bracket_pair_counts_as_its_rarer_half() {
+        let text = |t: &str| {
+            let classes = t.bytes().fold(0u64, |c, b| c | 1 << crate::features::byte_class(b));
+            FieldObs { kind: FieldKind::Json, name: (0, 0), classes, len: t.len() as u32, num: None, hash: 7 }
+        };
+        let mut p = FieldProfile::new();
+        for i in 0..2000 {
+            p.learn(&text(if i % 2 == 0 { "what is the weather today" } else { "book a table, please" }));
+        }
+        let both = p.surprise(&text("what is the weather (today)")).0;
+        let open = p.surprise(&text("what is the weather (today")).0;
+        assert!(both > 5.0 && (both - open).abs() < 1e-9, "pair {both}, opening alone {open}");
+        // Two unrelated rare classes still add up.
+        let two = p.surprise(&text("what is the weather; today?")).0;
+        assert!(two > 1.8 * open, "{two} vs {open}");
+    }
+
+    #[test]
+    fn client_signals_are_judged_above_only() {
+        let obs = |kind, v| FieldObs { kind, name: (0, 0), classes: 0, len: 3, num: Some(v), hash: 0 };
+        let (mut client, mut param) = (FieldProfile::new(), FieldProfile::new());
+        for i in 0..500 {
+            // A rate that every learned client kept within 0.99-1.002.
+            let v = 0.99 + f64::from(i % 13) * 0.001;
+            client.learn(&obs(FieldKind::Client, v));
+            param.learn(&obs(FieldKind::Query, v));
+        }
+        // Quieter than any learned client: nothing. A parameter below its range: something.
+        assert_eq!(client.surprise(&obs(FieldKind::Client, 0.0)).0, 0.0);
+        assert!(param.surprise(&obs(FieldKind::Query, 0.0)).0 > 2.0);
+        assert!(client.surprise(&obs(FieldKind::Client, 5.0)).0 > 2.0);
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::profile::{service_level, FieldWhy, FIELD_CAP};
 
 /// Bits at which the score is 0.5.
 pub const HALF_SCORE_BITS: f64 = 10.0;
+/// Cap of a broken input invariant (see [`broken_invariant`]): above the
+/// cap of an unseen parameter value, since no model serves such a request.
+pub const INVARIANT_CAP: f64 = 16.0;
 /// Surprise of an unseen path that a sibling path has (bits).
 pub const SIBLING_BITS: f64 = 5.0;
 /// Most bits the request shape (k-means distance) adds: below the smallest
@@ -374,6 +377,27 @@ impl Acc {
     }
 }
 
+/// A model input that carried NaN or infinity where `n` learned requests never
+/// did, or an inference body that no longer parses as OIP where every learned
+/// one did, is not one more unseen value (capped at 10 bits, below a busy
+/// service's threshold): no model computes on it, and a real client does not
+/// send it by accident. Good-Turing, log2(n + 2), up to [`INVARIANT_CAP`].
+pub(crate) fn broken_invariant(o: &crate::features::FieldObs, name: &str, n: u64, bits: f64, why: &FieldWhy) -> f64 {
+    let broken = o.kind == FieldKind::Tensor
+        && match why {
+            FieldWhy::Range { value, lo, hi } => {
+                name.ends_with(".nonfinite") && *value > 0.0 && *lo == 0.0 && *hi == 0.0
+            }
+            FieldWhy::UnseenValue => name.ends_with(".request") && o.hash == fnv1a(b"invalid"),
+            _ => false,
+        };
+    if broken {
+        bits.max((n as f64 + 2.0).log2().min(INVARIANT_CAP))
+    } else {
+        bits
+    }
+}
+
 /// Score one request. Updates the client's window in `clients` (rate,
 /// history, reputation) whatever the verdict.
 pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored {
@@ -446,17 +470,22 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
                 (bits, Some(why)) => (bits, Why::Field(why)),
                 _ => continue,
             },
-            Some(p) if p.required => {
-                required_seen[usize::from(service_level(o.kind))] += 1;
-                match p.surprise(o) {
-                    (bits, Some(why)) => (bits, Why::Field(why)),
+            Some(p) => {
+                if p.required {
+                    required_seen[usize::from(service_level(o.kind))] += 1;
+                }
+                // How many clients sent this unseen value lately (one table for
+                // the detector: it is evidence of spread, not learning).
+                let seen_by = if p.is_unseen_value(o) {
+                    clients.novel_value(fnv1a(name.as_bytes()) ^ o.hash.rotate_left(17), req.client)
+                } else {
+                    1
+                };
+                match p.surprise_seen_by(o, seen_by) {
+                    (bits, Some(why)) => (broken_invariant(o, name, p.n, bits, &why), Why::Field(why)),
                     _ => continue,
                 }
             }
-            Some(p) => match p.surprise(o) {
-                (bits, Some(why)) => (bits, Why::Field(why)),
-                _ => continue,
-            },
             None if o.kind != FieldKind::Client => (owner.unseen_field(o.kind), Why::UnseenField),
             None => continue,
         };

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::oip::SKETCH;
 use super::request::Extra;
@@ -36,6 +36,10 @@ pub const ORDINARY_CREDENTIALS: f64 = 2.0;
 /// (requests finishing out of order) before the client's clock is taken to
 /// have been reset (see [`ClientState::restart_clock`]).
 pub const CLOCK_BACK: f64 = 1.0;
+/// Seconds of silence after which a client's next request starts a new
+/// session (a fresh login, a new cookie): distinct credentials are counted
+/// within a session.
+pub const SESSION_GAP: f64 = 600.0;
 /// Share of all requests above which a client is a gateway (see [`Signals::gateway`]).
 pub const GATEWAY_SHARE: f64 = 0.3;
 /// Requests seen in total before any client can be called a gateway.
@@ -262,6 +266,43 @@ impl Signals {
     }
 }
 
+/// What the client tables of one detector share.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Requests seen, for the gateway share.
+    total: AtomicU64,
+    /// Values never learned, with the clients that sent them.
+    novel: Mutex<NovelValues>,
+}
+
+/// Distinct clients remembered per unseen value.
+pub const SPREAD_CLIENTS: usize = 4;
+/// Unseen values remembered; the table starts over when full.
+const NOVEL_VALUES: usize = 4096;
+
+/// Unseen values of categorical fields (keyed by field and value) and up to
+/// [`SPREAD_CLIENTS`] distinct clients that sent each (tags: low 32 bits of
+/// the client hash, never 0).
+#[derive(Debug, Default)]
+struct NovelValues {
+    seen: HashMap<u64, [u32; SPREAD_CLIENTS], foldhash::fast::RandomState>,
+}
+
+impl NovelValues {
+    fn note(&mut self, key: u64, tag: u32) -> u32 {
+        if self.seen.len() >= NOVEL_VALUES && !self.seen.contains_key(&key) {
+            self.seen.clear();
+        }
+        let tags = self.seen.entry(key).or_default();
+        if !tags.contains(&tag) {
+            if let Some(free) = tags.iter_mut().find(|t| **t == 0) {
+                *free = tag;
+            }
+        }
+        tags.iter().filter(|t| **t != 0).count() as u32
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     key: u64,
@@ -288,9 +329,8 @@ pub struct Clients {
     head: u32,
     tail: u32,
     evicted: u64,
-    /// Requests seen, shared by the tables of one detector (the proxy shards
-    /// its clients), for the gateway share.
-    total: Arc<AtomicU64>,
+    /// What the tables of one detector share (the proxy shards its clients).
+    shared: Arc<Shared>,
     /// The first timestamp seen, and whether any later one differed: a
     /// recording whose requests all carry one timestamp (a corpus without
     /// times) has no rates to measure.
@@ -306,7 +346,7 @@ impl Clients {
 
     /// A table whose gateway share counts against `total`, the request count
     /// of every table of one detector (shards of one client population).
-    pub fn sharing(max_clients: usize, total: Arc<AtomicU64>) -> Self {
+    pub fn sharing(max_clients: usize, shared: Arc<Shared>) -> Self {
         let max = max_clients.clamp(1, NIL as usize - 1);
         Clients {
             max,
@@ -315,7 +355,7 @@ impl Clients {
             head: NIL,
             tail: NIL,
             evicted: 0,
-            total,
+            shared,
             first_ts: None,
             clock_moved: false,
         }
@@ -406,6 +446,16 @@ impl Clients {
         &mut self.slots[i as usize].state
     }
 
+    /// Records that `client` sent a value of a field never learned (`key`:
+    /// field and value) and returns how many distinct clients sent it lately
+    /// (1 to [`SPREAD_CLIENTS`]).
+    pub fn novel_value(&self, key: u64, client: &str) -> u32 {
+        // Poisoned only if a thread panicked while holding it; the table is
+        // still a valid cache.
+        let mut novel = self.shared.novel.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        novel.note(key, fnv1a(client.as_bytes()) as u32 | 1)
+    }
+
     /// Whether the timestamps seen so far differ (see [`Signals::timed`]).
     pub fn timed(&self) -> bool {
         self.clock_moved
@@ -417,7 +467,7 @@ impl Clients {
     pub fn observe_request(&mut self, client: &str, ts: f64, x: &Extra) -> Signals {
         let (endpoint, fingerprint, sketch, deviation) = (x.endpoint, x.fingerprint, x.sketch, x.deviation);
         // Relaxed: a count, read for a coarse share; no ordering with other data.
-        let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.shared.total.fetch_add(1, Ordering::Relaxed) + 1;
         match self.first_ts {
             None => self.first_ts = Some(ts),
             Some(first) => self.clock_moved |= ts != first,
@@ -428,6 +478,11 @@ impl Clients {
             st.restart_clock(ts);
         }
         let dt = (ts - st.last_ts).max(0.0);
+        if dt > SESSION_GAP {
+            // A new session: its token or cookie replaces the last one's, and
+            // the old ones are not credentials cycled now.
+            st.credentials = [0; RECENT];
+        }
         st.last_ts = st.last_ts.max(ts);
         st.rate1 = (f64::from(st.rate1) * (-dt).exp() + 1.0) as f32;
         st.rate10 = (f64::from(st.rate10) * (-dt / 10.0).exp() + 1.0) as f32;
@@ -780,6 +835,26 @@ mod tests {
         assert!(ordinary.is_none() && e > 1.5, "ordinary {ordinary:?}, extractor {e}");
         // The first queries of a client are not judged.
         assert_eq!(c.observe_request("new", 0.0, &query(true)).novel, None);
+    }
+
+    #[test]
+    fn credentials_are_counted_within_a_session() {
+        let mut c = Clients::new(10);
+        let with = |cred: u32, id: u64| Extra { credential: Some(cred), ..ex(0, id, None) };
+        // A mobile user: a new token each hourly session, a few requests each.
+        let mut s = Signals::default();
+        for session in 0..6u32 {
+            for i in 0..3u32 {
+                let ts = f64::from(session) * 3600.0 + f64::from(i) * 5.0;
+                s = c.observe_request("phone", ts, &with(session + 1, u64::from(session * 10 + i)));
+            }
+        }
+        assert_eq!(s.credentials, 1.0, "{s:?}");
+        // Six tokens within a minute are six.
+        for i in 0..6u32 {
+            s = c.observe_request("stuffer", f64::from(i), &with(100 + i, u64::from(i)));
+        }
+        assert_eq!(s.credentials, 6.0, "{s:?}");
     }
 
     #[test]

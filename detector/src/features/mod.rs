@@ -338,7 +338,9 @@ pub fn percent_decode(raw: &[u8], plus_is_space: bool, out: &mut Vec<u8>) -> u64
             if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
                 let v = h * 16 + l;
                 extra |= 1 << class::PERCENT_ENCODED;
-                if v == b'%' {
+                // `%25` is double encoding only when it encodes an escape
+                // (`%2527`); a literal percent sign (a password, "50%") is not.
+                if v == b'%' && raw.len() > i + 4 && hex(raw[i + 3]).is_some() && hex(raw[i + 4]).is_some() {
                     extra |= 1 << class::DOUBLE_ENCODED;
                 }
                 out.push(v);
@@ -382,6 +384,11 @@ mod tests {
         assert_eq!(out, b"a'b c%27%zz%4");
         assert!(extra & (1 << class::PERCENT_ENCODED) != 0);
         assert!(extra & (1 << class::DOUBLE_ENCODED) != 0);
+        // A percent sign sent as %25 is not an escape of an escape.
+        for literal in [&b"50%25 off"[..], b"pa%25ss", b"100%25", b"%25zz"] {
+            let extra = percent_decode(literal, true, &mut out);
+            assert!(extra & (1 << class::DOUBLE_ENCODED) == 0, "{}", String::from_utf8_lossy(literal));
+        }
     }
 
     #[test]

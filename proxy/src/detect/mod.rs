@@ -105,10 +105,11 @@ impl Detector {
         metrics.detector_model_version.set(i64::try_from(model.version).unwrap_or(i64::MAX));
         let model = Arc::new(ArcSwap::from_pointee(model));
         let per_shard = cfg.model.max_clients.div_ceil(SHARDS).max(1);
-        // One request count for all shards: a gateway's share is of all traffic.
-        let total = std::sync::Arc::default();
+        // One request count for all shards (a gateway's share is of all
+        // traffic) and one table of unseen values (how many clients send each).
+        let shared = std::sync::Arc::default();
         let shards =
-            (0..SHARDS).map(|_| Mutex::new(Clients::sharing(per_shard, std::sync::Arc::clone(&total)))).collect();
+            (0..SHARDS).map(|_| Mutex::new(Clients::sharing(per_shard, std::sync::Arc::clone(&shared)))).collect();
         let learn_queue = if cfg.enabled && cfg.learn {
             let queue = Arc::new(LearnQueue { pending: Mutex::new(Vec::new()), cap: cfg.learn_queue });
             let learner = Learner::from_model(cfg.model.clone(), &model.load());

@@ -124,8 +124,9 @@ impl Learner {
         self.refused
     }
 
-    /// Learn from a scored sample; flagged samples are refused (their score
-    /// still counts for calibration).
+    /// Learn from a scored sample; flagged samples are refused, and so are
+    /// suspicious ones that would create an endpoint (their score still
+    /// counts for calibration).
     pub fn learn(&mut self, sample: &Sample) -> Learned {
         // Scores from a model that has not finished warm-up are not what a
         // mature model gives: they would inflate the thresholds for a whole
@@ -133,7 +134,7 @@ impl Learner {
         if sample.model_samples >= self.cfg.warmup_samples {
             self.calibrator.record(sample.raw, sample.flagged);
         }
-        if sample.flagged {
+        if sample.flagged || (sample.suspicious && sample.new_endpoint) {
             self.refused += 1;
             return Learned::Refused;
         }

@@ -333,6 +333,7 @@ pub fn empty_sample() -> Sample {
         flagged: false,
         warming_up: true,
         suspicious: false,
+        new_endpoint: false,
         model_samples: 0,
     }
 }
@@ -413,6 +414,7 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     let endpoint = if known { profiles.endpoints.get(template.as_str()) } else { None };
     match endpoint {
         None => {
+            sample.new_endpoint = true;
             let sibling = profiles.trie.sibling_shape(&sample.path);
             let bits = if sibling { profiles.unseen_endpoint().min(SIBLING_BITS) } else { profiles.unseen_endpoint() };
             acc.add(bits, || Reason {

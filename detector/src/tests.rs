@@ -278,6 +278,27 @@ fn flagged_samples_are_refused() {
 }
 
 #[test]
+fn a_suspicious_sample_does_not_create_an_endpoint() {
+    let mut t = trained(3000);
+    let headers = [("content-type", "text/html"), ("user-agent", "shop-client/1.0")];
+    let probe =
+        |path: &'static str| Request { method: "GET", uri: path, headers: &headers, body: b"", client: "x", ts: 1e6 };
+    let mut s = score(&t.model, &mut t.clients, &probe("/shop/item.bak")).sample;
+    assert!(s.new_endpoint);
+    // Below the threshold but suspicious: a scanner's first probe is not learned ...
+    (s.flagged, s.suspicious) = (false, true);
+    assert_eq!(t.learner.learn(&s), Learned::Refused);
+    // ... an ordinary new route (normal band) is.
+    s.suspicious = false;
+    assert_eq!(t.learner.learn(&s), Learned::Learned);
+    // A suspicious request to a known endpoint is learned as before.
+    let mut known = score(&t.model, &mut t.clients, &probe("/shop/item?id=5&qty=1")).sample;
+    assert!(!known.new_endpoint);
+    (known.flagged, known.suspicious) = (false, true);
+    assert_eq!(t.learner.learn(&known), Learned::Learned);
+}
+
+#[test]
 fn learner_continues_from_a_loaded_model() {
     let t = trained(3000);
     let mut l = Learner::from_model(Config::default(), &t.model);

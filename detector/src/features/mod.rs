@@ -238,6 +238,11 @@ pub struct Sample {
     /// extraction that ramps up slowly or hides between odd requests cannot
     /// raise them.
     pub suspicious: bool,
+    /// Whether its endpoint was unknown to the scoring model. A suspicious
+    /// sample does not create an endpoint: a scanner's probe that stayed
+    /// below the threshold would otherwise make the next scanner's hit on the
+    /// same path score nothing.
+    pub new_endpoint: bool,
     /// Samples the scoring model had learned (calibration skips young models).
     pub model_samples: u64,
 }

@@ -262,6 +262,16 @@ impl Sample {
 
     /// Add a field observation for a value given as bytes.
     pub(crate) fn push_field(&mut self, kind: FieldKind, name: &str, value: &[u8], extra_classes: u64) {
+        if let Some(target) = url_target(value) {
+            // A URL's scheme and kind of host, as one category of `name#url`:
+            // a callback or image field that always held https URLs to names
+            // now pointing at an address literal, localhost or file:// (SSRF)
+            // has the same characters as before, but not the same target.
+            let mut field = String::with_capacity(name.len() + 4);
+            field.push_str(name);
+            field.push_str("#url");
+            self.push_cat(kind, &field, target.as_bytes());
+        }
         let name = self.intern(name);
         self.fields.push(FieldObs {
             kind,
@@ -359,6 +369,48 @@ pub fn percent_decode(raw: &[u8], plus_is_space: bool, out: &mut Vec<u8>) -> u64
     extra
 }
 
+/// For a value of the form `scheme://authority...`: the scheme (lower-case)
+/// and the kind of host, `scheme|kind`, kind one of `ip` (an address
+/// literal, in any of the dotted, decimal, hex or bracketed IPv6 forms),
+/// `local` (localhost), `none` (empty, as `file:///etc/passwd`) or `name`.
+/// The host is what follows the last `@` of the authority, without its port.
+pub fn url_target(value: &[u8]) -> Option<String> {
+    let sep = value.windows(3).take(17).position(|w| w == b"://")?;
+    let scheme = &value[..sep];
+    let first = *scheme.first()?;
+    if !first.is_ascii_alphabetic() || !scheme.iter().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b)) {
+        return None;
+    }
+    let rest = &value[sep + 3..];
+    let authority = &rest[..rest.iter().position(|b| b"/?#".contains(b)).unwrap_or(rest.len())];
+    let host = match authority.iter().rposition(|b| *b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    };
+    let host = if host.first() == Some(&b'[') {
+        &host[..host.iter().position(|b| *b == b']').map_or(host.len(), |i| i + 1)]
+    } else {
+        &host[..host.iter().position(|b| *b == b':').unwrap_or(host.len())]
+    };
+    let host = host.to_ascii_lowercase();
+    let kind = if host.is_empty() {
+        "none"
+    } else if host == b"localhost" || host.ends_with(b".localhost") {
+        "local"
+    } else if host.first() == Some(&b'[')
+        || host.iter().all(|b| b.is_ascii_digit() || *b == b'.')
+        || (host.starts_with(b"0x") && host[2..].iter().all(|b| b.is_ascii_hexdigit() || *b == b'.'))
+    {
+        "ip"
+    } else {
+        "name"
+    };
+    let mut out = String::from_utf8_lossy(scheme).to_ascii_lowercase();
+    out.push('|');
+    out.push_str(kind);
+    Some(out)
+}
+
 #[inline]
 fn hex(b: u8) -> Option<u8> {
     match b {
@@ -393,6 +445,24 @@ mod tests {
         for literal in [&b"50%25 off"[..], b"pa%25ss", b"100%25", b"%25zz"] {
             let extra = percent_decode(literal, true, &mut out);
             assert!(extra & (1 << class::DOUBLE_ENCODED) == 0, "{}", String::from_utf8_lossy(literal));
+        }
+    }
+
+    #[test]
+    fn url_targets_name_scheme_and_host_kind() {
+        let t = |v: &str| url_target(v.as_bytes());
+        assert_eq!(t("https://cdn.example.com/img/1.png").as_deref(), Some("https|name"));
+        assert_eq!(t("http://169.254.169.254/latest/meta-data/").as_deref(), Some("http|ip"));
+        assert_eq!(t("http://0x7f000001/").as_deref(), Some("http|ip"));
+        assert_eq!(t("http://2130706433:80/").as_deref(), Some("http|ip"));
+        assert_eq!(t("http://[::1]:8080/admin").as_deref(), Some("http|ip"));
+        assert_eq!(t("http://cdn.example.com@127.0.0.1/").as_deref(), Some("http|ip"));
+        assert_eq!(t("gopher://localhost:25/_HELO").as_deref(), Some("gopher|local"));
+        assert_eq!(t("file:///etc/passwd").as_deref(), Some("file|none"));
+        assert_eq!(t("HTTPS://Example.COM").as_deref(), Some("https|name"));
+        for plain in ["hello", "a://", "1http://x", "see https://x.com", "://x", ""] {
+            let got = t(plain);
+            assert!(got.is_none() || plain == "a://", "{plain}: {got:?}");
         }
     }
 

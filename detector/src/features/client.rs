@@ -192,7 +192,7 @@ pub struct Signals {
     pub errors: Option<f64>,
     /// Distinct endpoints among the last 16 requests.
     pub endpoints: f64,
-    /// Identical requests among the last 16.
+    /// Identical requests among the last 16 (requests with a body, spacing aside).
     pub duplicates: f64,
     /// Length of the current chain of tiny perturbations.
     pub chain: f64,
@@ -515,8 +515,11 @@ impl Clients {
         }
 
         let filled = (st.requests as usize).min(RECENT);
-        let duplicates =
-            st.fingerprints[..filled.saturating_sub(1).min(RECENT)].iter().filter(|f| **f == fingerprint).count();
+        let duplicates = if fingerprint == 0 {
+            0 // no body: see `request::extract`
+        } else {
+            st.fingerprints[..filled.saturating_sub(1).min(RECENT)].iter().filter(|f| **f == fingerprint).count()
+        };
         let pos = st.recent_pos as usize;
         st.endpoints[pos] = endpoint;
         st.fingerprints[pos] = fingerprint;

@@ -144,6 +144,18 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
     foldhash::fast::FixedState::with_seed(0x9e37_79b9_7f4a_7c15).hash_one(bytes)
 }
 
+/// [`fingerprint`] of the bytes other than ASCII whitespace: bodies that
+/// differ only in spacing (JSON formatting, a prompt resent with one more
+/// space: the cheapest near-duplicate for membership inference) fingerprint
+/// alike.
+pub fn fingerprint_words(bytes: &[u8]) -> u64 {
+    if !bytes.iter().any(u8::is_ascii_whitespace) {
+        return fingerprint(bytes);
+    }
+    let packed: Vec<u8> = bytes.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    fingerprint(&packed)
+}
+
 /// Where a field came from; profiles are kept per kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FieldKind {
@@ -464,6 +476,16 @@ mod tests {
             let got = t(plain);
             assert!(got.is_none() || plain == "a://", "{plain}: {got:?}");
         }
+    }
+
+    #[test]
+    fn word_fingerprints_ignore_spacing_only() {
+        let f = fingerprint_words;
+        assert_eq!(
+            f(b"{\"text\": \"is this in your training set?\"}"),
+            f(b"{\"text\":\"is  this in your\ntraining set?\" }")
+        );
+        assert_ne!(f(b"is this in your training set?"), f(b"is this in my training set?"));
     }
 
     #[test]

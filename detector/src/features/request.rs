@@ -315,9 +315,16 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     v[15] = stats.share(stats.non_ascii);
     sample.vector = v;
 
-    let mut fp = super::fingerprint(req.method.as_bytes());
-    fp ^= super::fingerprint(req.uri.as_bytes()).rotate_left(17);
-    fp ^= super::fingerprint(body).rotate_left(31);
+    // Only requests with a body are fingerprinted (0: none): a poll or health
+    // check is the same GET every time by nature, and counting those would
+    // set the learned range of identical requests at "all of them".
+    let fp = if body.is_empty() {
+        0
+    } else {
+        super::fingerprint(req.method.as_bytes())
+            ^ super::fingerprint(req.uri.as_bytes()).rotate_left(17)
+            ^ super::fingerprint_words(body).rotate_left(31)
+    };
     Extra { sketch, deviation, novelty, fingerprint: fp, credential, endpoint: 0 }
 }
 

@@ -323,7 +323,12 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     } else {
         super::fingerprint(req.method.as_bytes())
             ^ super::fingerprint(req.uri.as_bytes()).rotate_left(17)
-            ^ super::fingerprint_words(body).rotate_left(31)
+            ^ if body.len() <= super::SPACING_BLIND_UP_TO {
+                super::fingerprint_words(body)
+            } else {
+                super::fingerprint(body)
+            }
+            .rotate_left(31)
     };
     Extra { sketch, deviation, novelty, fingerprint: fp, credential, endpoint: 0 }
 }

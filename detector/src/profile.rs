@@ -37,6 +37,8 @@ const MAX_ENDPOINTS: usize = 4096;
 const MAX_CHILDREN: usize = 24;
 /// Cap of the surprise of an unseen value of a field (bits).
 const UNSEEN_VALUE_CAP: f64 = 10.0;
+/// Share of a field's values below which a character class is rare.
+const RARE_CLASS: f64 = 0.02;
 /// Bits taken off an unseen value per doubling of the distinct clients that
 /// sent it (see [`FieldProfile::surprise_seen_by`]).
 pub const SPREAD_DISCOUNT: f64 = 3.0;
@@ -149,6 +151,10 @@ pub struct FieldProfile {
     /// The largest numeric values learned, largest first.
     #[serde(default)]
     pub top: [f64; TOP],
+    /// Learned values that had a character class rare at the time (below 2%
+    /// of the values before them): how often this field surprises at all.
+    #[serde(default)]
+    pub rare_values: u64,
 }
 
 /// Largest values a field profile keeps: a client signal is judged against
@@ -162,6 +168,9 @@ impl FieldProfile {
 
     /// Learn one observation.
     pub fn learn(&mut self, o: &FieldObs) {
+        if self.n >= MIN_OBS && self.has_rare_class(o.classes) {
+            self.rare_values += 1;
+        }
         self.n += 1;
         let mut bits = o.classes;
         while bits != 0 {
@@ -190,6 +199,20 @@ impl FieldProfile {
                 self.cats = None;
             }
         }
+    }
+
+    fn has_rare_class(&self, classes: u64) -> bool {
+        let n = self.n as f64;
+        let mut bits = classes;
+        while bits != 0 {
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let c = f64::from(self.classes.get(b).copied().unwrap_or(0));
+            if (c + 0.5) / (n + 1.0) < RARE_CLASS {
+                return true;
+            }
+        }
+        false
     }
 
     /// Whether (nearly) every learned value was a number.
@@ -243,12 +266,15 @@ impl FieldProfile {
             // new wording); injection needs syntax: punctuation, controls,
             // encodings. New letters or digits count a little, the rest fully.
             let benign = matches!(b, class::UPPER | class::LOWER | class::DIGIT);
-            (p < 0.02).then(|| if benign { (-p.log2()).min(3.0) } else { -p.log2() })
+            (p < RARE_CLASS).then(|| if benign { (-p.log2()).min(3.0) } else { -p.log2() })
         };
+        let (mut k, mut strongest) = (0u32, 0f64);
         while bits != 0 {
             let b = bits.trailing_zeros();
             bits &= bits - 1;
             if let Some(s) = cost(b) {
+                k += 1;
+                strongest = strongest.max(s);
                 // A closing bracket after its opening one is one piece of syntax
                 // (a remark in parentheses, a list), not a second rare event: the
                 // pair counts as much as its rarer half. (The opening class has the
@@ -260,6 +286,17 @@ impl FieldProfile {
                 };
                 rare |= 1 << b;
             }
+        }
+        // In a field where values with some rare class are common (free text,
+        // passwords: a tenth of them have an odd character), several rare
+        // classes in one value are not independent events: the chance of the
+        // set is P(some rare class) times each class's chance given one, so
+        // every class past the first gives back -log2 P(some rare class).
+        // Only where that chance is at least 1%: in a field that never had
+        // odd characters, each new class is evidence of its own.
+        let p_any = (self.rare_values as f64 + 0.5) / (n + 1.0);
+        if k >= 2 && p_any >= 0.01 {
+            s_chars = (s_chars + f64::from(k - 1) * p_any.log2()).max(strongest);
         }
         if rare != 0 {
             consider(s_chars.min(FIELD_CAP), FieldWhy::Chars { classes: rare, learned: self.n }, &mut total);
@@ -872,6 +909,30 @@ mod tests {
         // Two unrelated rare classes still add up.
         let two = p.surprise(&text("what is the weather; today?")).0;
         assert!(two > 1.8 * open, "{two} vs {open}");
+    }
+
+    #[test]
+    fn rare_classes_in_a_field_full_of_them_are_not_independent() {
+        let text = |t: &str| {
+            let classes = t.bytes().fold(0u64, |c, b| c | 1 << crate::features::byte_class(b));
+            FieldObs { kind: FieldKind::Form, name: (0, 0), classes, len: t.len() as u32, num: None, hash: 7 }
+        };
+        // Passwords: one in ten has some odd character, each character rare.
+        let odd = ["!", "#", "$", "*", "?", "&", "@", "~", "^", "+"];
+        let (mut pwd, mut id) = (FieldProfile::new(), FieldProfile::new());
+        for i in 0..3000 {
+            let v = if i % 10 == 0 { format!("secret{}{}", odd[(i / 10) % 10], i) } else { format!("secret{i}") };
+            pwd.learn(&text(&v));
+            id.learn(&text(&format!("A{i}")));
+        }
+        assert!(pwd.rare_values > 200, "{}", pwd.rare_values);
+        let one = pwd.surprise(&text("abc!1")).0;
+        let two = pwd.surprise(&text("abc!#1")).0;
+        // The second class costs its chance given that the value has an odd one.
+        assert!(two > one && two < 2.0 * one - 2.0, "one {one}, two {two}");
+        // Where odd characters never occur, each one counts in full.
+        let (a, b) = (id.surprise(&text("A1'")).0, id.surprise(&text("A1' --")).0);
+        assert!(b >= (2.5 * a).min(FIELD_CAP), "{a} {b}");
     }
 
     #[test]

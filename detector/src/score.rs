@@ -15,7 +15,7 @@ use crate::features::client::{Clients, ORDINARY_CREDENTIALS, PRADA_MIN};
 use crate::features::request::{extract, Request};
 use crate::features::{class_name, fnv1a, FieldKind, Sample, DIM, FEATURE_NAMES};
 use crate::model::Model;
-use crate::profile::{service_level, FieldWhy, FIELD_CAP};
+use crate::profile::{service_level, FieldWhy, FIELD_CAP, SPREAD_DISCOUNT};
 
 /// Bits at which the score is 0.5.
 pub const HALF_SCORE_BITS: f64 = 10.0;
@@ -172,6 +172,7 @@ fn field_label(kind: Option<FieldKind>, name: &str) -> String {
             }
         }
         Some(FieldKind::Header) if name == ":path" => "the path".to_string(),
+        Some(FieldKind::Header) if name == ":path#ext" => "the path's file extension".to_string(),
         Some(k) => format!("{} '{name}'", k.noun()),
         None => format!("'{name}'"),
     }
@@ -417,6 +418,12 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
             sample.new_endpoint = true;
             let sibling = profiles.trie.sibling_shape(&sample.path);
             let bits = if sibling { profiles.unseen_endpoint().min(SIBLING_BITS) } else { profiles.unseen_endpoint() };
+            // A new page that many clients open is the site growing (as for
+            // unseen values, `FieldProfile::surprise_seen_by`); a scanner's
+            // wordlist from many addresses still has the backup and config
+            // extensions no page of the site has (`:path#ext`).
+            let seen_by = clients.novel_value(fnv1a(sample.path.as_bytes()).rotate_left(29) ^ 0x656e64, req.client);
+            let bits = (bits - SPREAD_DISCOUNT * f64::from(seen_by).log2()).max(0.0);
             acc.add(bits, || Reason {
                 family: Family::Endpoint,
                 kind: None,

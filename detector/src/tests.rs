@@ -299,6 +299,22 @@ fn a_suspicious_sample_does_not_create_an_endpoint() {
 }
 
 #[test]
+fn an_unseen_route_many_clients_use_weighs_less() {
+    let mut t = trained(6000);
+    let mut route = |client: &str| {
+        let v = judge(&mut t, "GET", "/shop/news", "text/html", b"", client);
+        let r = v.reasons.iter().find(|r| matches!(r.why, Why::UnseenEndpoint { .. }));
+        r.map_or(0.0, |r| r.contribution)
+    };
+    // One client repeating a new route: no discount.
+    let (first, again) = (route("client-1"), route("client-1"));
+    assert!(first > 8.0 && first == again, "{first} {again}");
+    // Four different clients: 3 bits off per doubling.
+    let (_, _, fourth) = (route("client-2"), route("client-3"), route("client-4"));
+    assert!((first - fourth - 6.0).abs() < 1e-9, "{first} -> {fourth}");
+}
+
+#[test]
 fn learner_continues_from_a_loaded_model() {
     let t = trained(3000);
     let mut l = Learner::from_model(Config::default(), &t.model);

@@ -217,6 +217,17 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     // Path characters (decoded) as a service-level field: traversal, encodings.
     let extra = percent_decode(path.as_bytes(), false, scratch);
     sample.push_field(FieldKind::Header, ":path", scratch, extra);
+    // The file extension of the last segment, as a category: a scanner looks
+    // for backups and configuration (.bak, .old, .inc, .git) that a site's
+    // own new pages (.jsp like the others) do not have.
+    let last = scratch.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    let ext = match last.iter().rposition(|b| *b == b'.') {
+        Some(dot) if last.len() - dot <= 9 => &last[dot + 1..],
+        Some(_) => b"(long)".as_slice(),
+        None => b"".as_slice(),
+    };
+    let ext = ext.to_ascii_lowercase();
+    sample.push_cat(FieldKind::Header, ":path#ext", &ext);
     let digits = path.bytes().filter(u8::is_ascii_digit).count();
 
     let nq = params::urlencoded(query.as_bytes(), FieldKind::Query, sample, &mut stats, scratch);
@@ -358,6 +369,21 @@ mod tests {
         assert_eq!(out, "/");
         normalise_path("/v2/models/iris/infer", &mut out);
         assert_eq!(out, "/v2/models/iris/infer");
+    }
+
+    #[test]
+    fn the_path_extension_is_a_category() {
+        let ext = |uri: &str| {
+            let mut sample = crate::score::empty_sample();
+            let req = Request { method: "GET", uri, headers: &[], body: b"", client: "c", ts: 0.0 };
+            extract(&req, &oip::NoRanges, &mut sample, &mut Vec::new());
+            let o = sample.fields.iter().find(|f| sample.name(f) == ":path#ext").expect("pushed");
+            (o.hash, o.len)
+        };
+        assert_eq!(ext("/shop/index.jsp?x=1"), ext("/shop/news.JSP"));
+        assert_ne!(ext("/shop/index.jsp"), ext("/shop/index.jsp.bak"));
+        assert_eq!(ext("/shop/").1, 0);
+        assert_eq!(ext("/a/file.averyverylongext").1, "(long)".len() as u32);
     }
 
     #[test]

@@ -167,12 +167,17 @@ fn unseen_parameter_and_endpoint_are_explained() {
     assert!(v.reasons.iter().any(|r| r.message() == "unseen endpoint POST /admin"), "{:?}", v.reasons);
 }
 
+/// An iris inference call with `data` as its four values, from a known client.
+fn judge_iris(t: &mut Trained, data: &str) -> Verdict {
+    let body =
+        format!(r#"{{"inputs": [{{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [{data}]}}]}}"#);
+    judge(t, "POST", "/v2/models/iris/infer", "application/json", body.as_bytes(), "client-2")
+}
+
 #[test]
 fn out_of_range_input_is_explained() {
     let mut t = trained(6000);
-    let body =
-        br#"{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 6.0, 7.2, 400.0]}]}"#;
-    let v = judge(&mut t, "POST", "/v2/models/iris/infer", "application/json", body, "client-2");
+    let v = judge_iris(&mut t, "5.1, 6.0, 7.2, 400.0");
     assert!(v.flagged(), "{v:?}");
     let msgs: Vec<String> = v.reasons.iter().map(|r| r.message()).collect();
     assert!(
@@ -185,9 +190,7 @@ fn out_of_range_input_is_explained() {
 fn an_unparsable_inference_body_weighs_more_than_an_unseen_value() {
     let mut t = trained(6000);
     // NaN is not JSON: the body no longer parses where every learned one did.
-    let invalid =
-        br#"{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [NaN, 6.0, 7.2, 1.0]}]}"#;
-    let v = judge(&mut t, "POST", "/v2/models/iris/infer", "application/json", invalid, "client-2");
+    let v = judge_iris(&mut t, "NaN, 6.0, 7.2, 1.0");
     let broken = v.reasons.iter().find(|r| r.name.ends_with(".request")).unwrap_or_else(|| panic!("{v:#?}"));
     // log2 of the ~2000 learned iris requests: above the 10-bit cap of an unseen value.
     assert!(broken.contribution > 10.5, "{broken}");

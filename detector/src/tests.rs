@@ -312,7 +312,10 @@ fn an_unseen_route_many_clients_use_weighs_less() {
     // One client repeating a new route: no discount.
     let (first, again) = (route("client-1"), route("client-1"));
     assert!(first > 8.0 && first == again, "{first} {again}");
-    // Four different clients: 3 bits off per doubling.
+    // One-shot clients (a key per request, a botnet's addresses) add nothing.
+    let (_, _, one_shot) = (route("new-1"), route("new-2"), route("new-3"));
+    assert_eq!(first, one_shot);
+    // Four different returning clients: 3 bits off per doubling.
     let (_, _, fourth) = (route("client-2"), route("client-3"), route("client-4"));
     assert!((first - fourth - 6.0).abs() < 1e-9, "{first} -> {fourth}");
 }

@@ -275,6 +275,8 @@ pub struct Shared {
     novel: Mutex<NovelValues>,
 }
 
+/// Requests a client must have sent to count towards the spread of an unseen value.
+pub const SPREAD_MIN_REQUESTS: u32 = 3;
 /// Distinct clients remembered per unseen value.
 pub const SPREAD_CLIENTS: usize = 4;
 /// Unseen values remembered; the table starts over when full.
@@ -289,17 +291,18 @@ struct NovelValues {
 }
 
 impl NovelValues {
-    fn note(&mut self, key: u64, tag: u32) -> u32 {
+    /// Adds `tag` (if any) to `key`'s clients; returns how many it has, at least 1.
+    fn note(&mut self, key: u64, tag: Option<u32>) -> u32 {
         if self.seen.len() >= NOVEL_VALUES && !self.seen.contains_key(&key) {
             self.seen.clear();
         }
         let tags = self.seen.entry(key).or_default();
-        if !tags.contains(&tag) {
+        if let Some(tag) = tag.filter(|t| !tags.contains(t)) {
             if let Some(free) = tags.iter_mut().find(|t| **t == 0) {
                 *free = tag;
             }
         }
-        tags.iter().filter(|t| **t != 0).count() as u32
+        (tags.iter().filter(|t| **t != 0).count() as u32).max(1)
     }
 }
 
@@ -449,11 +452,18 @@ impl Clients {
     /// Records that `client` sent a value of a field never learned (`key`:
     /// field and value) and returns how many distinct clients sent it lately
     /// (1 to [`SPREAD_CLIENTS`]).
+    ///
+    /// Only returning clients (at least [`SPREAD_MIN_REQUESTS`] requests) are
+    /// added: with a key per request (a random id, a botnet's one-shot
+    /// addresses) one payload repeated would otherwise look like many users.
     pub fn novel_value(&self, key: u64, client: &str) -> u32 {
+        let id = fnv1a(client.as_bytes());
+        let returning =
+            self.map.get(&id).is_some_and(|&i| self.slots[i as usize].state.requests >= SPREAD_MIN_REQUESTS);
         // Poisoned only if a thread panicked while holding it; the table is
         // still a valid cache.
         let mut novel = self.shared.novel.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        novel.note(key, fnv1a(client.as_bytes()) as u32 | 1)
+        novel.note(key, returning.then_some(id as u32 | 1))
     }
 
     /// Whether the timestamps seen so far differ (see [`Signals::timed`]).

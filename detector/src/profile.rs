@@ -322,7 +322,9 @@ impl FieldProfile {
                     // A client signal's values are the clients' own doing: the top two
                     // learned (a slow attack's first requests, before it was flagged)
                     // do not widen the range that the next attacker is measured against.
-                    let robust = o.kind == FieldKind::Client && self.num.n >= 100;
+                    // (`top` holds the maximum once kept from the start; a snapshot
+                    // written before it existed loads it as zeros: use the maximum.)
+                    let robust = o.kind == FieldKind::Client && self.num.n >= 100 && self.top[0] == self.num.max;
                     let (lo, hi) = (self.num.min, if robust { self.top[TOP - 1] } else { self.num.max });
                     let w = hi - lo;
                     let pad = 0.1 * w;
@@ -933,6 +935,20 @@ mod tests {
         // Where odd characters never occur, each one counts in full.
         let (a, b) = (id.surprise(&text("A1'")).0, id.surprise(&text("A1' --")).0);
         assert!(b >= (2.5 * a).min(FIELD_CAP), "{a} {b}");
+    }
+
+    #[test]
+    fn a_profile_from_before_top_values_judges_against_its_maximum() {
+        let obs = |v| FieldObs { kind: FieldKind::Client, name: (0, 0), classes: 0, len: 3, num: Some(v), hash: 0 };
+        let mut p = FieldProfile::new();
+        for i in 0..500 {
+            p.learn(&obs(f64::from(i % 10)));
+        }
+        assert_eq!(p.surprise(&obs(9.0)).0, 0.0);
+        // As loaded from an older snapshot: no top values (serde default).
+        p.top = [0.0; TOP];
+        assert_eq!(p.surprise(&obs(9.0)).0, 0.0);
+        assert!(p.surprise(&obs(30.0)).0 > 2.0);
     }
 
     #[test]

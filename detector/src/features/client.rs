@@ -347,8 +347,9 @@ impl Clients {
         Self::sharing(max_clients, Arc::default())
     }
 
-    /// A table whose gateway share counts against `total`, the request count
-    /// of every table of one detector (shards of one client population).
+    /// A table that shares with the other tables of one detector (shards of
+    /// one client population) the request count behind the gateway share and
+    /// the unseen values with the clients that sent them.
     pub fn sharing(max_clients: usize, shared: Arc<Shared>) -> Self {
         let max = max_clients.clamp(1, NIL as usize - 1);
         Clients {

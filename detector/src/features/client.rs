@@ -645,6 +645,8 @@ impl Clients {
                 // Only above the tenth that ordinary queries are far by definition:
                 // a young model that learned "up to 3%" must not call 10% an
                 // extraction, nor measure 14% against a range of clients all at 10%.
+                // (A client far a tenth of the time does rise just above it after
+                // each far query, to odds of about 0.2: within the learned range.)
                 let share = f64::from(m.far).min(0.99) * n.ratio.min(1.0);
                 if m.novelties >= 8 && share > 0.1 {
                     novel = Some(share / (1.0 - share));
@@ -839,14 +841,17 @@ mod tests {
             credential: None,
             endpoint: 0,
         };
-        let (mut ordinary, mut extractor) = (None, None);
+        let (mut ordinary_max, mut extractor) = (0.0f64, None);
         for i in 0..40 {
-            ordinary = c.observe_request("ordinary", f64::from(i), &query(i % 10 == 0)).novel;
+            let ordinary = c.observe_request("ordinary", f64::from(i), &query(i % 10 == 0)).novel;
+            ordinary_max = ordinary_max.max(ordinary.unwrap_or(0.0));
             extractor = c.observe_request("extractor", f64::from(i), &query(i % 4 != 0)).novel;
         }
-        // Odds: a tenth far (or fewer) is not recorded, three quarters is about 3.
+        // Odds, on every request: a client far a tenth of the time stays at
+        // most about 0.2 (its share rises just above a tenth right after each
+        // far query, and is recorded then); three quarters is about 3.
         let e = extractor.expect("after 8 queries");
-        assert!(ordinary.is_none() && e > 1.5, "ordinary {ordinary:?}, extractor {e}");
+        assert!(ordinary_max <= 0.25 && e > 1.5, "ordinary at most {ordinary_max}, extractor {e}");
         // The first queries of a client are not judged.
         assert_eq!(c.observe_request("new", 0.0, &query(true)).novel, None);
     }

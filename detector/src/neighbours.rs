@@ -72,8 +72,6 @@ pub struct Neighbours {
 /// How novel one query is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Novelty {
-    /// Distance to the nearest learned row (standard deviations).
-    pub distance: f64,
     /// The distance over the learned median distance (about 1 for ordinary queries).
     pub ratio: f64,
     /// Whether the distance is beyond the learned 90th percentile.
@@ -220,11 +218,13 @@ impl Neighbours {
     pub fn judge(&self, distance: f64) -> Option<Novelty> {
         let (q50, q90) = self.quantiles?;
         let beyond = self.tail.filter(|t| distance > *t).map_or(0.0, |t| distance / t);
-        Some(Novelty { distance, ratio: distance / q50, far: distance > q90, beyond })
+        Some(Novelty { ratio: distance / q50, far: distance > q90, beyond })
     }
 
-    /// [`Neighbours::distance`] then [`Neighbours::judge`].
-    pub fn novelty(&self, row: &[f64]) -> Option<Novelty> {
+    /// [`Neighbours::distance`] then [`Neighbours::judge`] (the scorer keeps
+    /// the distance between the two, for learning).
+    #[cfg(test)]
+    fn novelty(&self, row: &[f64]) -> Option<Novelty> {
         self.judge(self.distance(row)?)
     }
 }

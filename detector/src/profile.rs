@@ -37,6 +37,12 @@ const MAX_ENDPOINTS: usize = 4096;
 const MAX_CHILDREN: usize = 24;
 /// Cap of the surprise of an unseen value of a field (bits).
 const UNSEEN_VALUE_CAP: f64 = 10.0;
+/// Cap of a broken invariant ([`FieldObs::invariant`]: NaN/Inf in a model
+/// input where `n` learned requests had none, an inference body that no
+/// longer parses where every learned one did): log2(n + 2) like an unseen
+/// value, but above its cap, which sits below a busy service's threshold; no
+/// model computes on such a request, and no real client sends it by accident.
+pub const INVARIANT_CAP: f64 = 16.0;
 /// Share of a field's values below which a character class is rare.
 const RARE_CLASS: f64 = 0.02;
 /// Bits taken off an unseen value per doubling of the distinct clients that
@@ -201,14 +207,18 @@ impl FieldProfile {
         }
     }
 
+    /// Smoothed share of the learned values that contained character class `b`.
+    fn class_share(&self, b: u32) -> f64 {
+        let c = f64::from(self.classes.get(b as usize).copied().unwrap_or(0));
+        (c + 0.5) / (self.n as f64 + 1.0)
+    }
+
     fn has_rare_class(&self, classes: u64) -> bool {
-        let n = self.n as f64;
         let mut bits = classes;
         while bits != 0 {
-            let b = bits.trailing_zeros() as usize;
+            let b = bits.trailing_zeros();
             bits &= bits - 1;
-            let c = f64::from(self.classes.get(b).copied().unwrap_or(0));
-            if (c + 0.5) / (n + 1.0) < RARE_CLASS {
+            if self.class_share(b) < RARE_CLASS {
                 return true;
             }
         }
@@ -220,27 +230,20 @@ impl FieldProfile {
         self.num.n > 0 && self.num.n as f64 >= 0.98 * self.n as f64
     }
 
-    /// Whether `o` carries a value of this categorical field never learned
-    /// (the case [`FieldProfile::surprise_seen_by`] discounts).
-    pub fn is_unseen_value(&self, o: &FieldObs) -> bool {
-        !self.is_numeric()
-            && self.n >= 30
-            && self.cats.as_ref().is_some_and(|cats| !cats.iter().any(|(h, _)| *h == o.hash))
-    }
-
     /// Surprise of an observation (bits, capped) and its strongest reason.
     pub fn surprise(&self, o: &FieldObs) -> (f64, Option<FieldWhy>) {
-        self.surprise_seen_by(o, 1)
+        self.surprise_seen_by(o, || 1)
     }
 
-    /// [`FieldProfile::surprise`] of a value that `clients` distinct clients
-    /// sent lately while it was unseen: each doubling of them takes
+    /// [`FieldProfile::surprise`], where an unseen value of a categorical
+    /// field was sent lately by `seen_by()` distinct clients (asked only for
+    /// such a value): each doubling of them takes
     /// [`SPREAD_DISCOUNT`] bits off the unseen value. A new product category
     /// or city that many users pick is the service changing; one client
     /// repeating an odd value is not. (Such values are never learned while
     /// flagged, so without this a new value above the threshold would be
     /// flagged for every user, forever.)
-    pub fn surprise_seen_by(&self, o: &FieldObs, clients: u32) -> (f64, Option<FieldWhy>) {
+    pub fn surprise_seen_by(&self, o: &FieldObs, seen_by: impl FnOnce() -> u32) -> (f64, Option<FieldWhy>) {
         if self.n < MIN_OBS {
             return (0.0, None);
         }
@@ -260,8 +263,7 @@ impl FieldProfile {
         let mut bits = o.classes;
         // Bits of a class, if it is rare in this field.
         let cost = |b: u32| {
-            let c = f64::from(self.classes.get(b as usize).copied().unwrap_or(0));
-            let p = (c + 0.5) / (n + 1.0);
+            let p = self.class_share(b);
             // Letters and digits are how values legitimately change (names, IDs,
             // new wording); injection needs syntax: punctuation, controls,
             // encodings. New letters or digits count a little, the rest fully.
@@ -349,7 +351,8 @@ impl FieldProfile {
                             // batch 1, a flag) changing by a whole unit is an unseen value:
                             // Good-Turing with no value seen once, as for categories. (A
                             // share that was always 0 moving by 2% is not.)
-                            s = s.max((self.num.n as f64 + 2.0).log2().min(UNSEEN_VALUE_CAP));
+                            let cap = if o.invariant { INVARIANT_CAP } else { UNSEEN_VALUE_CAP };
+                            s = s.max((self.num.n as f64 + 2.0).log2().min(cap));
                         }
                         consider(s, FieldWhy::Range { value: v, lo, hi }, &mut total);
                     }
@@ -363,12 +366,18 @@ impl FieldProfile {
         } else if let Some(cats) = &self.cats {
             // Categories (only for non-numeric, low-cardinality fields).
             if self.n >= 30 && !cats.iter().any(|(h, _)| *h == o.hash) {
-                let once = cats.iter().filter(|(_, c)| *c == 1).count() as f64;
-                let p = (once + 1.0) / (n + 2.0);
-                // Header values (tokens, user agents) follow the client population,
-                // which changes legitimately: they weigh less than parameter values.
-                let cap = if o.kind == FieldKind::Header { 6.0 } else { UNSEEN_VALUE_CAP };
-                let s = (-p.log2()).min(cap) - SPREAD_DISCOUNT * f64::from(clients.max(1)).log2();
+                let s = if o.invariant {
+                    // Every learned request kept it, whatever other values were
+                    // seen once; nor do many clients make it ordinary.
+                    (n + 2.0).log2().min(INVARIANT_CAP)
+                } else {
+                    let once = cats.iter().filter(|(_, c)| *c == 1).count() as f64;
+                    let p = (once + 1.0) / (n + 2.0);
+                    // Header values (tokens, user agents) follow the client population,
+                    // which changes legitimately: they weigh less than parameter values.
+                    let cap = if o.kind == FieldKind::Header { 6.0 } else { UNSEEN_VALUE_CAP };
+                    (-p.log2()).min(cap) - SPREAD_DISCOUNT * f64::from(seen_by().max(1)).log2()
+                };
                 if s > 0.0 {
                     consider(s, FieldWhy::UnseenValue, &mut total);
                 }
@@ -886,12 +895,28 @@ mod tests {
     fn top_values_are_kept_largest_first() {
         let mut p = FieldProfile::new();
         for v in [5.0, 1.0, 9.0, 3.0, 9.0, f64::NAN, 2.0] {
-            let o = FieldObs { kind: FieldKind::Client, name: (0, 0), classes: 0, len: 1, num: Some(v), hash: 0 };
+            let o = FieldObs {
+                kind: FieldKind::Client,
+                name: (0, 0),
+                classes: 0,
+                len: 1,
+                num: Some(v),
+                hash: 0,
+                invariant: false,
+            };
             p.learn(&o);
         }
         assert_eq!(p.top, [9.0, 9.0, 5.0]);
         let mut q = FieldProfile::new();
-        q.learn(&FieldObs { kind: FieldKind::Client, name: (0, 0), classes: 0, len: 1, num: Some(4.0), hash: 0 });
+        q.learn(&FieldObs {
+            kind: FieldKind::Client,
+            name: (0, 0),
+            classes: 0,
+            len: 1,
+            num: Some(4.0),
+            hash: 0,
+            invariant: false,
+        });
         assert_eq!(q.top[0], 4.0);
     }
 
@@ -899,7 +924,15 @@ mod tests {
     fn a_bracket_pair_counts_as_its_rarer_half() {
         let text = |t: &str| {
             let classes = t.bytes().fold(0u64, |c, b| c | 1 << crate::features::byte_class(b));
-            FieldObs { kind: FieldKind::Json, name: (0, 0), classes, len: t.len() as u32, num: None, hash: 7 }
+            FieldObs {
+                kind: FieldKind::Json,
+                name: (0, 0),
+                classes,
+                len: t.len() as u32,
+                num: None,
+                hash: 7,
+                invariant: false,
+            }
         };
         let mut p = FieldProfile::new();
         for i in 0..2000 {
@@ -917,7 +950,15 @@ mod tests {
     fn rare_classes_in_a_field_full_of_them_are_not_independent() {
         let text = |t: &str| {
             let classes = t.bytes().fold(0u64, |c, b| c | 1 << crate::features::byte_class(b));
-            FieldObs { kind: FieldKind::Form, name: (0, 0), classes, len: t.len() as u32, num: None, hash: 7 }
+            FieldObs {
+                kind: FieldKind::Form,
+                name: (0, 0),
+                classes,
+                len: t.len() as u32,
+                num: None,
+                hash: 7,
+                invariant: false,
+            }
         };
         // Passwords: one in ten has some odd character, each character rare.
         let odd = ["!", "#", "$", "*", "?", "&", "@", "~", "^", "+"];
@@ -939,7 +980,15 @@ mod tests {
 
     #[test]
     fn a_profile_from_before_top_values_judges_against_its_maximum() {
-        let obs = |v| FieldObs { kind: FieldKind::Client, name: (0, 0), classes: 0, len: 3, num: Some(v), hash: 0 };
+        let obs = |v| FieldObs {
+            kind: FieldKind::Client,
+            name: (0, 0),
+            classes: 0,
+            len: 3,
+            num: Some(v),
+            hash: 0,
+            invariant: false,
+        };
         let mut p = FieldProfile::new();
         for i in 0..500 {
             p.learn(&obs(f64::from(i % 10)));
@@ -952,8 +1001,31 @@ mod tests {
     }
 
     #[test]
+    fn nan_where_none_was_learned_weighs_more_than_an_unseen_value() {
+        let obs = |v, invariant| FieldObs {
+            kind: FieldKind::Tensor,
+            name: (0, 0),
+            classes: 0,
+            len: 0,
+            num: Some(v),
+            hash: 0,
+            invariant,
+        };
+        let (mut nonfinite, mut batch) = (FieldProfile::new(), FieldProfile::new());
+        for _ in 0..20_000 {
+            nonfinite.learn(&obs(0.0, true));
+            batch.learn(&obs(1.0, false));
+        }
+        // 20000 requests without one NaN: log2(20002) bits, not the 10 of an unseen value.
+        assert!((nonfinite.surprise(&obs(1.0, true)).0 - 14.29).abs() < 0.01);
+        // Other constant fields moving (a batch of 2 where 1 was learned) keep the cap.
+        assert_eq!(batch.surprise(&obs(2.0, false)).0, 10.0);
+    }
+
+    #[test]
     fn client_signals_are_judged_above_only() {
-        let obs = |kind, v| FieldObs { kind, name: (0, 0), classes: 0, len: 3, num: Some(v), hash: 0 };
+        let obs =
+            |kind, v| FieldObs { kind, name: (0, 0), classes: 0, len: 3, num: Some(v), hash: 0, invariant: false };
         let (mut client, mut param) = (FieldProfile::new(), FieldProfile::new());
         for i in 0..500 {
             // A rate that every learned client kept within 0.99-1.002.

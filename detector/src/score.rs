@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::features::client::{Clients, ORDINARY_CREDENTIALS, PRADA_MIN};
+use crate::features::client::{Clients, ORDINARY_CREDENTIALS, PRADA_MIN, SPREAD_MIN_REQUESTS};
 use crate::features::request::{extract, Request};
 use crate::features::{class_name, fnv1a, FieldKind, Sample, DIM, FEATURE_NAMES};
 use crate::model::Model;
@@ -19,9 +19,6 @@ use crate::profile::{service_level, FieldWhy, FIELD_CAP, SPREAD_DISCOUNT};
 
 /// Bits at which the score is 0.5.
 pub const HALF_SCORE_BITS: f64 = 10.0;
-/// Cap of a broken input invariant (see [`broken_invariant`]): above the
-/// cap of an unseen parameter value, since no model serves such a request.
-pub const INVARIANT_CAP: f64 = 16.0;
 /// Surprise of an unseen path that a sibling path has (bits).
 pub const SIBLING_BITS: f64 = 5.0;
 /// Most bits the request shape (k-means distance) adds: below the smallest
@@ -379,27 +376,6 @@ impl Acc {
     }
 }
 
-/// A model input that carried NaN or infinity where `n` learned requests never
-/// did, or an inference body that no longer parses as OIP where every learned
-/// one did, is not one more unseen value (capped at 10 bits, below a busy
-/// service's threshold): no model computes on it, and a real client does not
-/// send it by accident. Good-Turing, log2(n + 2), up to [`INVARIANT_CAP`].
-pub(crate) fn broken_invariant(o: &crate::features::FieldObs, name: &str, n: u64, bits: f64, why: &FieldWhy) -> f64 {
-    let broken = o.kind == FieldKind::Tensor
-        && match why {
-            FieldWhy::Range { value, lo, hi } => {
-                name.ends_with(".nonfinite") && *value > 0.0 && *lo == 0.0 && *hi == 0.0
-            }
-            FieldWhy::UnseenValue => name.ends_with(".request") && o.hash == fnv1a(b"invalid"),
-            _ => false,
-        };
-    if broken {
-        bits.max((n as f64 + 2.0).log2().min(INVARIANT_CAP))
-    } else {
-        bits
-    }
-}
-
 /// Score one request. Updates the client's window in `clients` (rate,
 /// history, reputation) whatever the verdict.
 pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored {
@@ -413,6 +389,15 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     let mut template = String::with_capacity(sample.path.len() + 8);
     let known = profiles.trie.lookup(&sample.path, &mut template);
     let endpoint = if known { profiles.endpoints.get(template.as_str()) } else { None };
+
+    // Client window.
+    extra.endpoint =
+        (fnv1a(sample.method.as_bytes()) ^ fnv1a(if known { &template } else { &sample.path }.as_bytes())) as u32;
+    let signals = clients.observe_request(req.client, req.ts, &extra);
+    signals.push(&mut sample);
+    // Spread of unseen values and routes: counted only from returning clients.
+    let returning = signals.requests >= SPREAD_MIN_REQUESTS;
+
     match endpoint {
         None => {
             sample.new_endpoint = true;
@@ -422,7 +407,8 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
             // unseen values, `FieldProfile::surprise_seen_by`); a scanner's
             // wordlist from many addresses still has the backup and config
             // extensions no page of the site has (`:path#ext`).
-            let seen_by = clients.novel_value(fnv1a(sample.path.as_bytes()).rotate_left(29) ^ 0x656e64, req.client);
+            let key = fnv1a(sample.path.as_bytes()).rotate_left(29) ^ 0x656e64;
+            let seen_by = clients.novel_value(key, returning.then_some(req.client));
             let bits = (bits - SPREAD_DISCOUNT * f64::from(seen_by).log2()).max(0.0);
             acc.add(bits, || Reason {
                 family: Family::Endpoint,
@@ -440,14 +426,6 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
             why: Why::UnseenMethod { method: sample.method.clone(), template: template.clone() },
         }),
     }
-    let ep_id =
-        (fnv1a(sample.method.as_bytes()) ^ fnv1a(if known { &template } else { &sample.path }.as_bytes())) as u32;
-
-    // Client window.
-    extra.endpoint = ep_id;
-    let signals = clients.observe_request(req.client, req.ts, &extra);
-    signals.push(&mut sample);
-
     // Fields. The statistics of one input (min, max, mean, L2, ...) move together,
     // and so do the elements of one BYTES input: each input counts its strongest
     // surprise plus a quarter of the rest.
@@ -483,15 +461,14 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
                 if p.required {
                     required_seen[usize::from(service_level(o.kind))] += 1;
                 }
-                // How many clients sent this unseen value lately (one table for
-                // the detector: it is evidence of spread, not learning).
-                let seen_by = if p.is_unseen_value(o) {
-                    clients.novel_value(fnv1a(name.as_bytes()) ^ o.hash.rotate_left(17), req.client)
-                } else {
-                    1
+                // How many clients sent this value lately, if unseen (one table
+                // for the detector: it is evidence of spread, not learning).
+                let seen_by = || {
+                    clients
+                        .novel_value(fnv1a(name.as_bytes()) ^ o.hash.rotate_left(17), returning.then_some(req.client))
                 };
                 match p.surprise_seen_by(o, seen_by) {
-                    (bits, Some(why)) => (broken_invariant(o, name, p.n, bits, &why), Why::Field(why)),
+                    (bits, Some(why)) => (bits, Why::Field(why)),
                     _ => continue,
                 }
             }

@@ -254,7 +254,8 @@ impl Signals {
             sample.push_num(FieldKind::Client, "prada", w);
         }
         // Per input: inputs differ in how far their ordinary clients spread.
-        let mut name = String::with_capacity(48);
+        // (`String::new` allocates nothing until a name is written.)
+        let mut name = String::new();
         for (prefix, v) in [("spread:", self.spread), ("novel:", self.novel)] {
             if let Some(v) = v {
                 name.clear();
@@ -454,17 +455,16 @@ impl Clients {
     /// field and value) and returns how many distinct clients sent it lately
     /// (1 to [`SPREAD_CLIENTS`]).
     ///
-    /// Only returning clients (at least [`SPREAD_MIN_REQUESTS`] requests) are
-    /// added: with a key per request (a random id, a botnet's one-shot
-    /// addresses) one payload repeated would otherwise look like many users.
-    pub fn novel_value(&self, key: u64, client: &str) -> u32 {
-        let id = fnv1a(client.as_bytes());
-        let returning =
-            self.map.get(&id).is_some_and(|&i| self.slots[i as usize].state.requests >= SPREAD_MIN_REQUESTS);
+    /// The caller passes the client only if it is returning (at least
+    /// [`SPREAD_MIN_REQUESTS`] requests, this one included): with a key per
+    /// request (a random id, a botnet's one-shot addresses) one payload
+    /// repeated would otherwise look like many users.
+    pub fn novel_value(&self, key: u64, client: Option<&str>) -> u32 {
+        let tag = client.map(|c| fnv1a(c.as_bytes()) as u32 | 1);
         // Poisoned only if a thread panicked while holding it; the table is
         // still a valid cache.
         let mut novel = self.shared.novel.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        novel.note(key, returning.then_some(id as u32 | 1))
+        novel.note(key, tag)
     }
 
     /// Whether the timestamps seen so far differ (see [`Signals::timed`]).
@@ -836,7 +836,7 @@ mod tests {
         let query = |far: bool| Extra {
             sketch: Some((7, [1.0; SKETCH])),
             deviation: None,
-            novelty: Some(Novelty { distance: 1.0, ratio: if far { 3.0 } else { 0.8 }, far, beyond: 0.0 }),
+            novelty: Some(Novelty { ratio: if far { 3.0 } else { 0.8 }, far, beyond: 0.0 }),
             fingerprint: 0,
             credential: None,
             endpoint: 0,

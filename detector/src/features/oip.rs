@@ -359,6 +359,7 @@ pub fn extract(
                 return None;
             }
             sample.push_cat(FieldKind::Tensor, &name, b"invalid");
+            sample.invariant_last();
             return Some(Summary::default());
         }
     };
@@ -461,6 +462,7 @@ pub fn extract(
             put(sample, &mut name, ".std", st.std);
             put(sample, &mut name, ".l2", st.l2);
             put(sample, &mut name, ".nonfinite", st.nonfinite as f64);
+            sample.invariant_last();
             put(sample, &mut name, ".outside", st.outside);
             name.truncate(base);
             let dev = learned.and_then(|p| deviation_joint(&nums, &p.positions, &p.inv_corr));

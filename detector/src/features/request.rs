@@ -38,7 +38,8 @@ pub struct Extra {
     pub deviation: Option<f64>,
     /// How novel that tensor's first row is.
     pub novelty: Option<crate::neighbours::Novelty>,
-    /// Fingerprint of method, URI and body (near-duplicate detection).
+    /// Fingerprint of method, URI and body, whitespace aside for small bodies
+    /// (duplicate detection); 0 for a request without a body.
     pub fingerprint: u64,
     /// Hash of the credential the request carried (`authorization`, `cookie`,
     /// `x-api-key` or `api-key` header), if any.
@@ -226,8 +227,11 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
         Some(_) => b"(long)".as_slice(),
         None => b"".as_slice(),
     };
-    let ext = ext.to_ascii_lowercase();
-    sample.push_cat(FieldKind::Header, ":path#ext", &ext);
+    let mut lower = [0u8; 8];
+    let lower = &mut lower[..ext.len()];
+    lower.copy_from_slice(ext);
+    lower.make_ascii_lowercase();
+    sample.push_cat(FieldKind::Header, ":path#ext", lower);
     let digits = path.bytes().filter(u8::is_ascii_digit).count();
 
     let nq = params::urlencoded(query.as_bytes(), FieldKind::Query, sample, &mut stats, scratch);
@@ -263,6 +267,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
             len: vb.len() as u32,
             num: super::parse_num(vb),
             hash,
+            invariant: false,
         });
     }
 
@@ -334,12 +339,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     } else {
         super::fingerprint(req.method.as_bytes())
             ^ super::fingerprint(req.uri.as_bytes()).rotate_left(17)
-            ^ if body.len() <= super::SPACING_BLIND_UP_TO {
-                super::fingerprint_words(body)
-            } else {
-                super::fingerprint(body)
-            }
-            .rotate_left(31)
+            ^ super::fingerprint_words(body).rotate_left(31)
     };
     Extra { sketch, deviation, novelty, fingerprint: fp, credential, endpoint: 0 }
 }

@@ -12,7 +12,8 @@
 //!   once full, so that it follows drift;
 //! - distances in units of each position's learned standard deviation;
 //! - a log-scale histogram of the distances measured *at scoring time* on
-//!   requests later judged normal, so that "far" means far compared with
+//!   requests later learned as ordinary (neither flagged nor suspicious), so
+//!   that "far" means far compared with
 //!   what ordinary queries of this input get (its median and 90th
 //!   percentile), whatever the input's scale and density; counts are halved
 //!   every 32k distances so that the quantiles follow drift.

@@ -698,7 +698,7 @@ impl InputProfile {
         (self.n >= MIN_OBS).then_some((self.lo, self.hi))
     }
 
-    fn learn(&mut self, t: &crate::features::oip::TensorObs) {
+    fn learn(&mut self, t: &crate::features::oip::TensorObs, suspicious: bool) {
         if self.n == 0 {
             self.lo = t.min;
             self.hi = t.max;
@@ -743,7 +743,10 @@ impl InputProfile {
         if let Some(d) = t.deviation {
             self.deviation.push(d);
         }
-        if let Some(row) = t.lead.get(..usize::from(t.row)).filter(|r| r.len() >= 2) {
+        // What "far" means is learned from ordinary queries only: an
+        // extraction's unflagged queries would otherwise widen the distances
+        // its later queries are measured against.
+        if let Some(row) = t.lead.get(..usize::from(t.row)).filter(|r| r.len() >= 2 && !suspicious) {
             self.neighbours.learn(row, t.nearest);
         }
     }
@@ -849,8 +852,8 @@ impl Profiles {
         for t in &sample.tensors {
             let full = self.inputs.len() >= MAX_ENDPOINTS;
             match self.inputs.get_mut(&t.input) {
-                Some(p) => p.learn(t),
-                None if !full => self.inputs.entry(t.input.clone()).or_default().learn(t),
+                Some(p) => p.learn(t, sample.suspicious),
+                None if !full => self.inputs.entry(t.input.clone()).or_default().learn(t, sample.suspicious),
                 None => {}
             }
         }
@@ -1048,15 +1051,10 @@ mod tests {
             let a = f64::from(i % 50) / 10.0;
             let b = a * 0.4 + f64::from(i % 7) * 0.02;
             let lead = vec![a as f32, b as f32];
-            p.learn(&TensorObs {
-                input: "m/x".into(),
-                lead,
-                min: 0.0,
-                max: 5.0,
-                deviation: None,
-                row: 0,
-                nearest: None,
-            });
+            p.learn(
+                &TensorObs { input: "m/x".into(), lead, min: 0.0, max: 5.0, deviation: None, row: 0, nearest: None },
+                false,
+            );
         }
         p.refresh();
         assert_eq!(p.inv_corr.len(), 4);

@@ -305,6 +305,35 @@ fn an_unseen_route_many_clients_use_weighs_less() {
 }
 
 #[test]
+fn a_suspicious_query_does_not_teach_what_far_means() {
+    let mut t = trained(3000);
+    // The memory: rows offered and distances measured.
+    let memory = |l: &mut Learner| {
+        let n = l.model().profiles.inputs.get("iris/features").expect("learned").neighbours.clone();
+        (n.seen, n.measured, n.hist)
+    };
+    let before = memory(&mut t.learner);
+    let body = infer_body(&[9.0, 1.0, 9.0, 0.1]);
+    let headers = [("content-type", "application/json"), ("user-agent", "shop-client/1.0")];
+    let req = Request {
+        method: "POST",
+        uri: "/v2/models/iris/infer",
+        headers: &headers,
+        body: body.as_bytes(),
+        client: "x",
+        ts: 1e6,
+    };
+    let mut s = score(&t.model, &mut t.clients, &req).sample;
+    (s.flagged, s.suspicious) = (false, true);
+    assert_eq!(t.learner.learn(&s), Learned::Learned);
+    assert_eq!(memory(&mut t.learner), before);
+    // The same query, ordinary, is remembered.
+    s.suspicious = false;
+    t.learner.learn(&s);
+    assert_eq!(memory(&mut t.learner).0, before.0 + 1);
+}
+
+#[test]
 fn learner_continues_from_a_loaded_model() {
     let t = trained(3000);
     let mut l = Learner::from_model(Config::default(), &t.model);

@@ -923,20 +923,22 @@ mod tests {
         assert_eq!(q.top[0], 4.0);
     }
 
+    /// A text value's observation: its character classes and length.
+    fn text(t: &str) -> FieldObs {
+        let classes = t.bytes().fold(0u64, |c, b| c | 1 << crate::features::byte_class(b));
+        FieldObs {
+            kind: FieldKind::Form,
+            name: (0, 0),
+            classes,
+            len: t.len() as u32,
+            num: None,
+            hash: 7,
+            invariant: false,
+        }
+    }
+
     #[test]
     fn a_bracket_pair_counts_as_its_rarer_half() {
-        let text = |t: &str| {
-            let classes = t.bytes().fold(0u64, |c, b| c | 1 << crate::features::byte_class(b));
-            FieldObs {
-                kind: FieldKind::Json,
-                name: (0, 0),
-                classes,
-                len: t.len() as u32,
-                num: None,
-                hash: 7,
-                invariant: false,
-            }
-        };
         let mut p = FieldProfile::new();
         for i in 0..2000 {
             p.learn(&text(if i % 2 == 0 { "what is the weather today" } else { "book a table, please" }));
@@ -951,18 +953,6 @@ mod tests {
 
     #[test]
     fn rare_classes_in_a_field_full_of_them_are_not_independent() {
-        let text = |t: &str| {
-            let classes = t.bytes().fold(0u64, |c, b| c | 1 << crate::features::byte_class(b));
-            FieldObs {
-                kind: FieldKind::Form,
-                name: (0, 0),
-                classes,
-                len: t.len() as u32,
-                num: None,
-                hash: 7,
-                invariant: false,
-            }
-        };
         // Passwords: one in ten has some odd character, each character rare.
         let odd = ["!", "#", "$", "*", "?", "&", "@", "~", "^", "+"];
         let (mut pwd, mut id) = (FieldProfile::new(), FieldProfile::new());

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod oip;
+mod oip_json;
 pub mod params;
 pub mod request;
 

@@ -352,9 +352,9 @@ pub fn extract(
     let mut name = String::with_capacity(64);
     name.push_str(model);
     name.push_str(".request");
-    let req: InferRequest = match serde_json::from_slice(json) {
-        Ok(r) => r,
-        Err(_) => {
+    let req = match super::oip_json::parse(json) {
+        Some(r) => r,
+        None => {
             if !super::request::contains_ignore_case(json, b"\"inputs\"") {
                 return None;
             }
@@ -647,6 +647,48 @@ mod tests {
         assert_eq!(s.fields.len(), 1);
         let r = extract(br#"{"query": "x"}"#, None, "m", &NoRanges, &mut s, &mut ValueStats::default());
         assert!(r.is_none());
+    }
+
+    #[test]
+    fn deep_nesting_anywhere_is_read_or_refused_not_a_crash() {
+        // 100k levels: without the depth guard in `parse`, sonic-rs's skip of
+        // the unknown key overflows the stack and aborts the process.
+        // serde_json skips an unknown value without recursion (the first
+        // case is a valid request) and refuses deep data (the others).
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        for body in [
+            format!(r#"{{"outputs": {deep}, "inputs": []}}"#),
+            format!(r#"{{"inputs": [{{"name": "x", "shape": [1], "datatype": "FP32", "extra": {deep}}}]}}"#),
+            format!(r#"{{"inputs": [{{"name": "x", "shape": [1], "datatype": "FP32", "data": [{{"k": {deep}}}]}}]}}"#),
+        ] {
+            let mut s = crate::score::empty_sample();
+            let r = extract(body.as_bytes(), None, "m", &NoRanges, &mut s, &mut ValueStats::default());
+            assert!(r.is_some());
+            assert_eq!(fields(&s)[0].0, "m.request");
+        }
+    }
+
+    #[test]
+    fn a_batch_of_many_rows_reads_the_same_through_either_parser() {
+        // 200 rows: more openers than sonic-rs is trusted with, so serde_json reads it.
+        let rows: Vec<String> = (0..200).map(|i| format!("[{i}, 0.5]")).collect();
+        let many = format!(
+            r#"{{"inputs": [{{"name": "x", "shape": [200, 2], "datatype": "FP32", "data": [{}]}}]}}"#,
+            rows.join(",")
+        );
+        let flat: Vec<String> = (0..200).map(|i| format!("{i}, 0.5")).collect();
+        let few = format!(
+            r#"{{"inputs": [{{"name": "x", "shape": [200, 2], "datatype": "FP32", "data": [{}]}}]}}"#,
+            flat.join(",")
+        );
+        let read = |body: &str| {
+            let mut s = crate::score::empty_sample();
+            extract(body.as_bytes(), None, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+            fields(&s)
+        };
+        let (a, b) = (read(&many), read(&few));
+        assert_eq!(a, b);
+        assert!(a.contains(&("m/x.max".to_string(), Some(199.0))), "{a:?}");
     }
 
     #[test]

@@ -9,7 +9,6 @@
 
 pub mod client;
 pub mod oip;
-mod oip_json;
 pub mod params;
 pub mod request;
 

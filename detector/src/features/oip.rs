@@ -284,7 +284,7 @@ pub struct Input<'a> {
     pub data: Option<Flat>,
     /// Other keys, read through `deserialize_any` (see [`Skip`]).
     #[serde(flatten)]
-    other: IgnoredAny,
+    _other: IgnoredAny,
 }
 
 /// An OIP v2 inference request.
@@ -298,7 +298,7 @@ pub struct InferRequest<'a> {
     pub inputs: Vec<Input<'a>>,
     /// Other keys (`id`, `outputs`), read through `deserialize_any` (see [`Skip`]).
     #[serde(flatten)]
-    other: IgnoredAny,
+    _other: IgnoredAny,
 }
 
 /// Bytes per element of a fixed-size datatype (`None` for BYTES or unknown).

@@ -184,6 +184,7 @@ fn client_sentence(name: &str, v: f64, hi: f64) -> Option<String> {
         "endpoints" => format!("client touched {v:.0} distinct endpoints in its last 16 requests{times}: scanning"),
         "duplicates" => format!("client repeated the same request {v:.0} times in its last 16{times}"),
         "burst" => format!("client sends {v:.0}x its own usual request rate{times}: flood"),
+        "burst1" => format!("client sends {v:.0}x its own usual request rate over a second{times}: flood"),
         "burst60" => format!("client sends {v:.0}x its own usual request rate over a minute{times}: flood"),
         // Recorded beyond the ordinary two (see `Signals::push`).
         "credentials" => format!(

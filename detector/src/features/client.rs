@@ -56,6 +56,10 @@ pub struct ClientState {
     /// Highest 10 s rate in the current block, folded into the peak when it ends.
     rate_block: f32,
     block_start: f64,
+    /// Highest 1 s rate in earlier 30 s blocks, and in the current one
+    /// (the same blocks as the 10 s peak).
+    rate1_peak: f32,
+    rate1_block: f32,
     /// Decayed request count, 60 s time constant, and its own peak over
     /// earlier 120 s blocks (the longer-window baseline).
     rate60: f32,
@@ -97,6 +101,8 @@ impl ClientState {
             rate_peak: 0.0,
             rate_block: 0.0,
             block_start: ts,
+            rate1_peak: 0.0,
+            rate1_block: 0.0,
             rate60: 0.0,
             rate60_peak: 0.0,
             rate60_block: 0.0,
@@ -136,6 +142,7 @@ impl ClientState {
         self.rate10 = 0.0;
         self.rate60 = 0.0;
         self.rate_block = 0.0;
+        self.rate1_block = 0.0;
         self.rate60_block = 0.0;
         self.block_start = ts;
         self.block60_start = ts;
@@ -183,6 +190,9 @@ pub struct Signals {
     /// The client's 10 s rate over its own peak 10 s rate in earlier 30 s
     /// blocks, after 100 requests.
     pub burst: Option<f64>,
+    /// The client's 1 s rate over its own peak 1 s rate in earlier 30 s
+    /// blocks, after 100 requests: rises within a few requests of a flood.
+    pub burst1: Option<f64>,
     /// Decayed share of input elements held exactly fixed between successive
     /// queries that are not duplicates (a grid sweep varies a few at a time).
     pub sweep: Option<f64>,
@@ -236,6 +246,9 @@ impl Signals {
             }
             if let Some(b) = self.burst60 {
                 sample.push_num(FieldKind::Client, "burst60", b);
+            }
+            if let Some(b) = self.burst1 {
+                sample.push_num(FieldKind::Client, "burst1", b);
             }
         }
         if let Some(w) = self.sweep {
@@ -507,9 +520,12 @@ impl Clients {
         if ts - st.block_start >= 30.0 {
             st.rate_peak = st.rate_peak.max(st.rate_block);
             st.rate_block = 0.0;
+            st.rate1_peak = st.rate1_peak.max(st.rate1_block);
+            st.rate1_block = 0.0;
             st.block_start = ts;
         }
         st.rate_block = st.rate_block.max(st.rate10);
+        st.rate1_block = st.rate1_block.max(st.rate1);
         if ts - st.block60_start >= 120.0 {
             st.rate60_peak = st.rate60_peak.max(st.rate60_block);
             st.rate60_block = 0.0;
@@ -519,6 +535,8 @@ impl Clients {
         // A client's own normal exists only once one of its blocks has ended:
         // before that, a new client's ordinary rate is not a burst over itself.
         let burst = (st.requests >= 100 && st.rate_peak > 0.0).then(|| rate10 / f64::from(st.rate_peak).max(1.0));
+        let burst1 = (st.requests >= 100 && st.rate1_peak > 0.0)
+            .then(|| f64::from(st.rate1) / f64::from(st.rate1_peak).max(1.0));
         let burst60 = (st.requests >= 100 && st.rate60_peak > 0.0).then(|| rate60 / f64::from(st.rate60_peak).max(1.0));
         st.requests = st.requests.saturating_add(1);
         if total >= GATEWAY_MIN_TOTAL && f64::from(st.requests) > GATEWAY_SHARE * total as f64 {
@@ -660,6 +678,7 @@ impl Clients {
             rate60,
             burst60,
             burst,
+            burst1,
             sweep,
             credentials: credentials as f64,
             errors,
@@ -801,6 +820,37 @@ mod tests {
         let after = c.observe_request("b", 15.0, &ex(0, 999, None));
         assert!(after.rate10 < 12.0 && s.rate10 > 100.0, "{after:?}");
         assert!(after.rate60 <= 6.0 * after.rate10 + 1e-9, "{after:?}");
+    }
+
+    #[test]
+    fn a_flood_shows_over_the_clients_own_second_within_a_few_requests() {
+        let mut c = Clients::new(10);
+        // Three other clients as busy, so that "f" is not a gateway.
+        let mut step = |ts: f64, id: u64| {
+            for other in ["o1", "o2", "o3"] {
+                c.observe_request(other, ts, &ex(1, id, None));
+            }
+            c.observe_request("f", ts, &ex(0, id, None))
+        };
+        // Its own habit: a request every 2 s, and every tenth a pair 0.5 s apart.
+        let mut ts = 0.0;
+        let mut own_max = 0.0f64;
+        for i in 0..300u64 {
+            ts += if i % 10 == 0 { 0.5 } else { 2.0 };
+            let s = step(ts, i);
+            own_max = own_max.max(s.burst1.unwrap_or(0.0));
+        }
+        assert!(own_max <= 1.0 + 1e-9, "its own pairs set its peak: {own_max}");
+        // Then ten a second: the 1 s ratio passes 2 by the fifth request,
+        // while the 10 s one is still within twice its own.
+        let mut flood = Vec::new();
+        for i in 0..5u64 {
+            ts += 0.1;
+            flood.push(step(ts, 1000 + i));
+        }
+        let last = flood.last().expect("five requests");
+        assert!(last.burst1.is_some_and(|b| b > 2.0), "{last:?}");
+        assert!(last.burst.is_some_and(|b| b < 2.0), "{last:?}");
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct Neighbours {
     /// were learned (at publication).
     #[serde(default)]
     tail: Option<f64>,
+    /// The learned 99th percentile distance, likewise.
+    #[serde(default)]
+    tail99: Option<f64>,
 }
 
 /// How novel one query is.
@@ -80,6 +83,9 @@ pub struct Novelty {
     /// The distance over the learned 99.9th percentile when beyond it and
     /// [`MATURE`] distances were learned, else 0.
     pub beyond: f64,
+    /// Where the distance lies between the learned 99th percentile (0) and
+    /// the 99.9th (1), in log distance; 0 below, 1 beyond.
+    pub rare: f64,
 }
 
 /// The elements compared for a tensor whose data is `nums` and declared
@@ -152,6 +158,7 @@ impl Neighbours {
         self.scale.clear();
         self.quantiles = None;
         self.tail = None;
+        self.tail99 = None;
         let k = self.k;
         if k == 0 || positions.len() < k || self.rows.len() < MIN_ROWS * k {
             return;
@@ -187,6 +194,7 @@ impl Neighbours {
             self.quantiles = Some((q50, q90));
             if total >= MATURE {
                 self.tail = Some(quantile(0.999));
+                self.tail99 = Some(quantile(0.99));
             }
         }
     }
@@ -219,7 +227,12 @@ impl Neighbours {
     pub fn judge(&self, distance: f64) -> Option<Novelty> {
         let (q50, q90) = self.quantiles?;
         let beyond = self.tail.filter(|t| distance > *t).map_or(0.0, |t| distance / t);
-        Some(Novelty { ratio: distance / q50, far: distance > q90, beyond })
+        // Between the 99th and 99.9th percentiles: how far along, in log distance.
+        let rare = match (self.tail99, self.tail) {
+            (Some(t99), Some(t)) if distance > t99 && t > t99 => ((distance / t99).ln() / (t / t99).ln()).min(1.0),
+            _ => 0.0,
+        };
+        Some(Novelty { ratio: distance / q50, far: distance > q90, beyond, rare })
     }
 
     /// [`Neighbours::distance`] then [`Neighbours::judge`] (the scorer keeps
@@ -283,6 +296,30 @@ mod tests {
         let on = n.novelty(&[1.0, 1.0]).expect("published");
         assert!(off.beyond > 2.0, "{off:?}");
         assert_eq!(on.beyond, 0.0, "{on:?}");
+    }
+
+    #[test]
+    fn queries_between_the_99th_and_99_9th_percentiles_are_graded() {
+        let pts: Vec<[f64; 2]> = (0..300).map(|i| f64::from(i % 100) / 50.0).map(|x| [x, x * x]).collect();
+        let mut n = learned(&pts);
+        let mut positions = vec![Stat::default(); 2];
+        for p in &pts {
+            positions[0].push(p[0]);
+            positions[1].push(p[1]);
+        }
+        // Ordinary distances about 1; the top 1% spread from 2 to 64.
+        for i in 0..MATURE as usize {
+            let d = if i < 1980 { 1.0 } else { 2f64.powf(1.0 + (i - 1980) as f64 / 4.0) };
+            n.learn(&[pts[i % pts.len()][0] as f32, 0.0], Some(d));
+        }
+        n.refresh(&positions);
+        let at = |d: f64| n.judge(d).expect("published");
+        assert_eq!((at(1.0).rare, at(1.0).beyond), (0.0, 0.0), "ordinary");
+        let mid = at(8.0);
+        assert!(mid.rare > 0.2 && mid.rare < 0.9 && mid.beyond == 0.0, "{mid:?}");
+        assert!(at(16.0).rare > mid.rare, "farther is rarer");
+        let past = at(1000.0);
+        assert!(past.rare == 1.0 && past.beyond > 1.0, "{past:?}");
     }
 
     #[test]

@@ -263,9 +263,10 @@ impl Reason {
             Why::Shape { ratio, feature, deviation } => format!(
                 "request shape unlike learned traffic ({ratio:.1}x the nearest cluster's radius; {feature} {deviation:+.1} sd)"
             ),
-            Why::Novel { beyond } => format!(
+            Why::Novel { beyond } if *beyond > 1.0 => format!(
                 "{label} lies far from every learned input ({beyond:.1}x the distance 99.9% of ordinary queries stay within)"
             ),
+            Why::Novel { .. } => format!("{label} lies farther from every learned input than 99% of ordinary queries"),
             Why::Prada { w } => {
                 format!("client queries look uniformly spread: possible model extraction (PRADA W = {w:.2})")
             }
@@ -540,8 +541,9 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     // A query far beyond the distance to learned inputs that ordinary queries
     // reach (the 99.9th percentile of a mature histogram): one extraction
     // query can show that before its client has a share of far queries.
-    if let Some(n) = extra.novelty.filter(|n| n.beyond > 1.0) {
-        acc.add((3.0 + 4.0 * n.beyond.log2()).min(NOVELTY_CAP), || Reason {
+    if let Some(n) = extra.novelty.filter(|n| n.rare > 0.0) {
+        let bits = if n.beyond > 1.0 { 3.0 + 4.0 * n.beyond.log2() } else { 3.0 * n.rare };
+        acc.add(bits.min(NOVELTY_CAP), || Reason {
             family: Family::Inference,
             kind: Some(FieldKind::Tensor),
             name: sample.tensors.first().map_or_else(String::new, |t| t.input.clone()),

@@ -886,7 +886,7 @@ mod tests {
         let query = |far: bool| Extra {
             sketch: Some((7, [1.0; SKETCH])),
             deviation: None,
-            novelty: Some(Novelty { ratio: if far { 3.0 } else { 0.8 }, far, beyond: 0.0 }),
+            novelty: Some(Novelty { ratio: if far { 3.0 } else { 0.8 }, far, beyond: 0.0, rare: 0.0 }),
             fingerprint: 0,
             credential: None,
             endpoint: 0,

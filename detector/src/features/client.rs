@@ -747,6 +747,15 @@ mod tests {
         Extra { sketch, deviation: None, novelty: None, fingerprint, credential: None, endpoint }
     }
 
+    /// One request of `client` at `ts`, after one each of three other
+    /// clients, so that `client` is not a gateway.
+    fn among_three_as_busy(c: &mut Clients, client: &str, ts: f64, id: u64) -> Signals {
+        for other in ["o1", "o2", "o3"] {
+            c.observe_request(other, ts, &ex(1, id, None));
+        }
+        c.observe_request(client, ts, &ex(0, id, None))
+    }
+
     #[test]
     fn per_client_state_is_at_most_2_kib() {
         let bytes = Clients::bytes_per_client();
@@ -825,13 +834,7 @@ mod tests {
     #[test]
     fn a_flood_shows_over_the_clients_own_second_within_a_few_requests() {
         let mut c = Clients::new(10);
-        // Three other clients as busy, so that "f" is not a gateway.
-        let mut step = |ts: f64, id: u64| {
-            for other in ["o1", "o2", "o3"] {
-                c.observe_request(other, ts, &ex(1, id, None));
-            }
-            c.observe_request("f", ts, &ex(0, id, None))
-        };
+        let mut step = |ts: f64, id: u64| among_three_as_busy(&mut c, "f", ts, id);
         // Its own habit: a request every 2 s, and every tenth a pair 0.5 s apart.
         let mut ts = 0.0;
         let mut own_max = 0.0f64;
@@ -858,13 +861,7 @@ mod tests {
         let mut c = Clients::new(10);
         // One request a second for 1000 s, then the same pace from t = 0 again
         // (a test file recorded before the train file ends).
-        // (Three other clients as busy, so that "r" is not a gateway.)
-        let mut step = |ts: f64, id: u64| {
-            for other in ["o1", "o2", "o3"] {
-                c.observe_request(other, ts, &ex(1, id, None));
-            }
-            c.observe_request("r", ts, &ex(0, id, None))
-        };
+        let mut step = |ts: f64, id: u64| among_three_as_busy(&mut c, "r", ts, id);
         for i in 0..1000 {
             step(f64::from(i), i as u64);
         }

@@ -203,56 +203,12 @@ impl<'de> Visitor<'de> for FlatSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
         self.0.count += 1;
         self.0.other += 1;
-        while m.next_entry::<Skip, Skip>()?.is_some() {}
+        while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while seq.next_element_seed(FlatSeed(&mut *self.0))?.is_some() {}
         Ok(())
-    }
-}
-
-/// A value read and dropped through `deserialize_any`, which keeps the
-/// parser's depth limit: sonic-rs's own skip (`IgnoredAny`) recurses without
-/// one, and a 100k-deep value overflowed the stack.
-struct Skip;
-
-impl<'de> Deserialize<'de> for Skip {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
-        d.deserialize_any(Skip)
-    }
-}
-
-impl<'de> Visitor<'de> for Skip {
-    type Value = Skip;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_unit<E>(self) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
-        while seq.next_element::<Skip>()?.is_some() {}
-        Ok(Skip)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Skip, A::Error> {
-        while m.next_entry::<Skip, Skip>()?.is_some() {}
-        Ok(Skip)
     }
 }
 
@@ -282,9 +238,6 @@ pub struct Input<'a> {
     /// Flattened data, when sent in JSON.
     #[serde(default, deserialize_with = "flat")]
     pub data: Option<Flat>,
-    /// Other keys, read through `deserialize_any` (see [`Skip`]).
-    #[serde(flatten)]
-    _other: IgnoredAny,
 }
 
 /// An OIP v2 inference request.
@@ -296,9 +249,6 @@ pub struct InferRequest<'a> {
     /// The inputs.
     #[serde(borrow)]
     pub inputs: Vec<Input<'a>>,
-    /// Other keys (`id`, `outputs`), read through `deserialize_any` (see [`Skip`]).
-    #[serde(flatten)]
-    _other: IgnoredAny,
 }
 
 /// Bytes per element of a fixed-size datatype (`None` for BYTES or unknown).
@@ -382,6 +332,9 @@ pub fn model_name(path: &str) -> &str {
     "_"
 }
 
+/// Nesting that sonic-rs is trusted with (serde_json's own recursion limit).
+const MAX_DEPTH: usize = 128;
+
 /// Parses the JSON part of an OIP request; `None` if it is not one.
 ///
 /// sonic-rs reads tensor data faster than serde_json: `meshward eval` on the
@@ -390,14 +343,51 @@ pub fn model_name(path: &str) -> &str {
 /// and 42; perf had serde_json's number reading at a fifth of the time).
 /// Keeping each `data` array raw and reading plain numbers in a loop of our
 /// own was tried and was slower: sonic-rs's skip over the raw array cost as
-/// much as reading it. That skip also has no depth limit (a 100k-deep
-/// `"outputs"` value overflowed the stack, the class of
-/// cloudwego/sonic-rs#239), so nothing here uses it: unknown keys are
-/// flattened into `IgnoredAny` (buffered through `deserialize_any`, which
-/// keeps sonic-rs's limit of 128 levels) and objects in `data` are read by
-/// [`Skip`].
+/// much as reading it.
+///
+/// But sonic-rs skips values (unknown keys, and any array or object where
+/// another type was expected, before it reports the error) by recursion
+/// without a depth limit: a 100k-deep value overflowed the stack (the class
+/// of cloudwego/sonic-rs#232 and #239). So a body that may nest deeper than
+/// [`MAX_DEPTH`] goes to serde_json, which skips without recursion and
+/// refuses deeper data with an error. Fewer openers than that cannot nest
+/// deeper (one `memchr` pass); only bodies with more (batches of nested
+/// rows) pay for [`max_depth`].
 fn parse(json: &[u8]) -> Option<InferRequest<'_>> {
-    sonic_rs::from_slice(json).ok()
+    let openers = memchr::memchr2_iter(b'[', b'{', json).take(MAX_DEPTH + 1).count();
+    if openers <= MAX_DEPTH || max_depth(json) <= MAX_DEPTH {
+        sonic_rs::from_slice(json).ok()
+    } else {
+        serde_json::from_slice(json).ok()
+    }
+}
+
+/// The deepest nesting of arrays and objects in `json`, brackets inside
+/// strings not counted. On invalid JSON it reads on past the first error,
+/// where a parser stops: up to there it agrees with the parser's depth.
+fn max_depth(json: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Extract OIP v2 fields from `body` into `sample`. Returns `None` when the
@@ -718,29 +708,51 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_anywhere_is_refused_not_a_crash() {
-        // 100k levels: sonic-rs's own skip (`IgnoredAny`) of an unknown key
-        // or of an object in `data` overflows the stack and aborts the
-        // process; read through `deserialize_any` they are refused.
+    fn deep_nesting_anywhere_is_read_or_refused_not_a_crash() {
+        // 100k levels: sonic-rs skips an unknown key, or an array where a
+        // string, number or object was expected, by unbounded recursion, which
+        // overflows the stack and aborts the process. Past the depth guard in
+        // `parse`, serde_json reads or refuses them.
         let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
-        for body in [
+        let fooled = format!(r#""\"{}""#, "]".repeat(200)); // a string of closers
+        let bodies = [
             format!(r#"{{"outputs": {deep}, "inputs": []}}"#),
+            format!(r#"{{"id": {fooled}, "outputs": {deep}, "inputs": []}}"#),
             format!(r#"{{"inputs": [{{"name": "x", "shape": [1], "datatype": "FP32", "extra": {deep}}}]}}"#),
             format!(r#"{{"inputs": [{{"name": "x", "shape": [1], "datatype": "FP32", "data": [{{"k": {deep}}}]}}]}}"#),
-        ] {
-            // Within the 128-level limit a release build needs less than 256
-            // KiB of stack for these (measured; tokio's threads have 2 MiB).
-            // Unoptimised frames are several times larger.
+            format!(r#"{{"inputs": [{{"name": "x", "shape": {deep}, "datatype": "FP32"}}]}}"#),
+            format!(r#"{{"inputs": [{{"name": {deep}, "shape": [1], "datatype": "FP32"}}]}}"#),
+            format!(r#"{{"inputs": [{{"name": "x", "shape": [1], "datatype": {deep}}}]}}"#),
+            format!(r#"{{"inputs": {{"a": {deep}}}}}"#),
+            format!(r#"{{"inputs": [{deep}]}}"#),
+            format!(r#"{{"parameters": {deep}, "inputs": []}}"#),
+            format!(r#"{{"inputs": [], "parameters": {{"p": {deep}}}}}"#),
+            deep,
+        ];
+        for body in bodies {
+            // Within the 128-level guard a release build needs less than 256
+            // KiB of stack for such bodies (measured; tokio's threads have 2
+            // MiB). Unoptimised frames are several times larger.
             let stack = if cfg!(debug_assertions) { 16 << 20 } else { 512 << 10 };
             let parse = move || {
                 let mut s = crate::score::empty_sample();
                 let r = extract(body.as_bytes(), None, "m", &NoRanges, &mut s, &mut ValueStats::default());
-                assert!(r.is_some());
-                assert_eq!(fields(&s), vec![("m.request".to_string(), None)]);
+                if body.contains("\"inputs\"") {
+                    assert!(r.is_some());
+                    assert_eq!(fields(&s)[0].0, "m.request");
+                }
             };
             let t = std::thread::Builder::new().stack_size(stack).spawn(parse).expect("thread");
-            t.join().expect("refused, not a crash");
+            t.join().expect("read or refused, not a crash");
         }
+    }
+
+    #[test]
+    fn depth_skips_brackets_in_strings() {
+        assert_eq!(max_depth(br#"{"a": [[1], {"b": []}]}"#), 4);
+        assert_eq!(max_depth(br#"{"a": "[[[[", "b": "\"[[[", "c": [1]}"#), 2);
+        assert_eq!(max_depth(br#"{"a": "]]]]", "b": [[[1]]]}"#), 4);
+        assert_eq!(max_depth(b"no json"), 0);
     }
 
     #[test]

@@ -227,8 +227,10 @@ impl Neighbours {
     pub fn judge(&self, distance: f64) -> Option<Novelty> {
         let (q50, q90) = self.quantiles?;
         let beyond = self.tail.filter(|t| distance > *t).map_or(0.0, |t| distance / t);
-        // Between the 99th and 99.9th percentiles: how far along, in log distance.
+        // Between the 99th and 99.9th percentiles: how far along, in log
+        // distance. (A snapshot written before the 99th was kept has none.)
         let rare = match (self.tail99, self.tail) {
+            _ if beyond > 0.0 => 1.0,
             (Some(t99), Some(t)) if distance > t99 && t > t99 => ((distance / t99).ln() / (t / t99).ln()).min(1.0),
             _ => 0.0,
         };
@@ -295,6 +297,8 @@ mod tests {
         let off = n.novelty(&[1.9, 0.2]).expect("published");
         let on = n.novelty(&[1.0, 1.0]).expect("published");
         assert!(off.beyond > 2.0, "{off:?}");
+        // The 99th and 99.9th percentiles share a bin here: beyond both is rare.
+        assert_eq!(off.rare, 1.0, "{off:?}");
         assert_eq!(on.beyond, 0.0, "{on:?}");
     }
 
@@ -320,6 +324,12 @@ mod tests {
         assert!(at(16.0).rare > mid.rare, "farther is rarer");
         let past = at(1000.0);
         assert!(past.rare == 1.0 && past.beyond > 1.0, "{past:?}");
+        // A snapshot from before the 99th percentile was kept still judges
+        // queries beyond the 99.9th.
+        n.tail99 = None;
+        let old = n.judge(1000.0).expect("published");
+        assert!(old.rare == 1.0 && old.beyond > 1.0, "{old:?}");
+        assert_eq!(n.judge(8.0).map(|v| v.rare), Some(0.0));
     }
 
     #[test]

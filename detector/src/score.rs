@@ -538,9 +538,10 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
         }
     }
 
-    // A query far beyond the distance to learned inputs that ordinary queries
-    // reach (the 99.9th percentile of a mature histogram): one extraction
-    // query can show that before its client has a share of far queries.
+    // A query farther from learned inputs than ordinary queries get (beyond
+    // the 99th percentile of a mature histogram, fully beyond the 99.9th):
+    // one extraction query can show that before its client has a share of
+    // far queries.
     if let Some(n) = extra.novelty.filter(|n| n.rare > 0.0) {
         let bits = if n.beyond > 1.0 { 3.0 + 4.0 * n.beyond.log2() } else { 3.0 * n.rare };
         acc.add(bits.min(NOVELTY_CAP), || Reason {

@@ -85,9 +85,7 @@ fn eval_prints_metrics_json() {
     ] {
         assert!(v.get(key).is_some(), "missing key {key}");
     }
-    // Detector time is part of the wall time, so its rate is the higher.
-    let rate = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} is a number"));
-    assert!(rate("requests_per_second") >= rate("wall_requests_per_second"), "{v}");
+
     assert_eq!(v["attacks"], 40);
     assert_eq!(v["requests"], 2040);
     assert!(v["tpr_at_fpr"]["0.001"].is_number() && v["tpr_at_fpr"]["0.01"].is_number());

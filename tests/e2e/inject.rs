@@ -229,47 +229,60 @@ fn injected_proxy_configuration_is_accepted_by_meshward_run() {
         // jwksUri would need the network: the test keeps the authorization policies only.
         let kept: Vec<&str> = policy.split("\n---\n").filter(|d| !d.contains("jwksUri")).collect();
         std::fs::write(dir.path().join("policies/ml.yaml"), kept.join("\n---\n")).expect("policy");
-        let admin = free_addr();
-        let mut cmd = Command::new(BIN);
-        cmd.args(proxy.args.clone().unwrap_or_default()).env_clear();
-        for e in proxy.env.iter().flatten() {
-            let value = match (&e.value, &e.value_from) {
-                (Some(v), _) => v
-                    .replace("/var/run/meshward/identity/tls.crt", &pki.file("server.crt"))
-                    .replace("/var/run/meshward/identity/tls.key", &pki.file("server.key"))
-                    .replace("/var/run/meshward/identity/ca.crt", &pki.file("ca.crt"))
-                    .replace("/var/run/meshward/podinfo", dir.path().to_str().expect("utf8"))
-                    .replace("/etc/meshward/policies", dir.path().join("policies").to_str().expect("utf8"))
-                    // Same format, free ports: the listen values stay as generated.
-                    .replace(":15006\"", &format!(":{}\"", free_addr().port()))
-                    .replace(":15001\"", &format!(":{}\"", free_addr().port()))
-                    .replace(":15000\"", &format!(":{}\"", admin.port())),
-                (None, Some(_)) => "ml".to_owned(), // the downward API's metadata.namespace
-                (None, None) => String::new(),
-            };
-            cmd.env(&e.name, value);
-        }
+        // The generated listeners bind every address ([::]); a port found
+        // free on 127.0.0.1 can meanwhile be another test's ephemeral port.
+        // Such a start is retried with new ports, at most twice.
         let log = dir.path().join("run.log");
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn meshward run");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let ready = loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("{file}: meshward run exited {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        let mut ready = false;
+        for attempt in 0..3 {
+            let admin = free_addr();
+            let mut cmd = Command::new(BIN);
+            cmd.args(proxy.args.clone().unwrap_or_default()).env_clear();
+            for e in proxy.env.iter().flatten() {
+                let value = match (&e.value, &e.value_from) {
+                    (Some(v), _) => v
+                        .replace("/var/run/meshward/identity/tls.crt", &pki.file("server.crt"))
+                        .replace("/var/run/meshward/identity/tls.key", &pki.file("server.key"))
+                        .replace("/var/run/meshward/identity/ca.crt", &pki.file("ca.crt"))
+                        .replace("/var/run/meshward/podinfo", dir.path().to_str().expect("utf8"))
+                        .replace("/etc/meshward/policies", dir.path().join("policies").to_str().expect("utf8"))
+                        // Same format, free ports: the listen values stay as generated.
+                        .replace(":15006\"", &format!(":{}\"", free_addr().port()))
+                        .replace(":15001\"", &format!(":{}\"", free_addr().port()))
+                        .replace(":15000\"", &format!(":{}\"", admin.port())),
+                    (None, Some(_)) => "ml".to_owned(), // the downward API's metadata.namespace
+                    (None, None) => String::new(),
+                };
+                cmd.env(&e.name, value);
             }
-            if crate::util::admin_get(admin, "/ready").is_some_and(|(status, _)| status == 200) {
-                break true;
+            let mut child = cmd
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .expect("spawn meshward run");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let exited = loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    break Some(status);
+                }
+                if crate::util::admin_get(admin, "/ready").is_some_and(|(status, _)| status == 200) {
+                    ready = true;
+                    break None;
+                }
+                if Instant::now() > deadline {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            match exited {
+                Some(_) if attempt < 2 && text.contains("Address already in use") => continue,
+                Some(status) => panic!("{file}: meshward run exited {status}: {text}"),
+                None => break,
             }
-            if Instant::now() > deadline {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let _ = child.kill();
-        let _ = child.wait();
+        }
         assert!(ready, "{file}: not ready: {}", std::fs::read_to_string(&log).unwrap_or_default());
         let identity = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(!identity.contains("ERROR"), "{file}: {identity}");

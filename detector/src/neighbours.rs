@@ -297,7 +297,7 @@ mod tests {
         let off = n.novelty(&[1.9, 0.2]).expect("published");
         let on = n.novelty(&[1.0, 1.0]).expect("published");
         assert!(off.beyond > 2.0, "{off:?}");
-        // The 99th and 99.9th percentiles share a bin here: beyond both is rare.
+        // Beyond the 99.9th percentile is fully rare.
         assert_eq!(off.rare, 1.0, "{off:?}");
         assert_eq!(on.beyond, 0.0, "{on:?}");
     }

@@ -688,9 +688,10 @@ mod tests {
         // overflows the stack and aborts the process. Past the depth guard in
         // `parse`, serde_json reads or refuses them.
         let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
-        let fooled = format!(r#""\"{}""#, "]".repeat(200)); // a string of closers
-                                                            // 20k levels hidden from a depth scan that takes `\u` for a two-byte
-                                                            // escape: sonic-rs reads `"\u"]]..."` as one string, such a scan as closers.
+        // A string of closers before the deep value.
+        let fooled = format!(r#""\"{}""#, "]".repeat(200));
+        // 20k levels hidden from a depth scan that takes `\u` for a two-byte
+        // escape: sonic-rs reads `"\u"]]..."` as one string, such a scan as closers.
         let hidden_chunk = format!(r#"{}"\u"{}","\u"xyz","#, "[".repeat(100), "]".repeat(100));
         let hidden = format!("{}1", hidden_chunk.repeat(200));
         let bodies = [

@@ -203,7 +203,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let test_start = Instant::now();
     let mut line = 0u64;
     let mut test_start_ts = None;
-    // Time spent scoring and learning, the sidecar's work per request;
+    // Time spent scoring and learning each line (`requests_per_second`);
     // reading and decoding the file is eval's own.
     let mut detector_time = std::time::Duration::ZERO;
     skipped += replay_file(&args.test, args.skip_bad, "test", |r| {

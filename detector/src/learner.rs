@@ -125,8 +125,8 @@ impl Learner {
     }
 
     /// Learn from a scored sample; flagged samples are refused, and so are
-    /// suspicious ones that would create an endpoint (their score still
-    /// counts for calibration).
+    /// those that broke an invariant and suspicious ones that would create an
+    /// endpoint (their score still counts for calibration).
     pub fn learn(&mut self, sample: &Sample) -> Learned {
         // Scores from a model that has not finished warm-up are not what a
         // mature model gives: they would inflate the thresholds for a whole
@@ -134,7 +134,7 @@ impl Learner {
         if sample.model_samples >= self.cfg.warmup_samples {
             self.calibrator.record(sample.raw, sample.flagged);
         }
-        if sample.flagged || (sample.suspicious && sample.new_endpoint) {
+        if sample.flagged || sample.broken || (sample.suspicious && sample.new_endpoint) {
             self.refused += 1;
             return Learned::Refused;
         }

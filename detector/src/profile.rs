@@ -136,6 +136,15 @@ pub enum FieldWhy {
     NotNumeric,
     /// A value never seen in a low-cardinality field.
     UnseenValue,
+    /// A broken invariant ([`FieldObs::invariant`]): the field held one value
+    /// in every learned observation, and this one differs (NaN/Inf in a
+    /// model input, an inference body that does not parse).
+    Broken {
+        /// The value, if numeric.
+        value: Option<f64>,
+        /// Observations that all held the invariant.
+        learned: u64,
+    },
 }
 
 /// Profile of one field (a parameter, header, input statistic or client signal).
@@ -346,6 +355,7 @@ impl FieldProfile {
                     };
                     if excess > 0.0 {
                         let mut s = (2.0 + 4.0 * (1.0 + excess).log2()).min(20.0);
+                        let mut why = FieldWhy::Range { value: v, lo, hi };
                         if w == 0.0 && excess >= 1.0 && o.kind != FieldKind::Client {
                             // A value that never changed in n observations (NaN count 0,
                             // batch 1, a flag) changing by a whole unit is an unseen value:
@@ -353,8 +363,11 @@ impl FieldProfile {
                             // share that was always 0 moving by 2% is not.)
                             let cap = if o.invariant { INVARIANT_CAP } else { UNSEEN_VALUE_CAP };
                             s = s.max((self.num.n as f64 + 2.0).log2().min(cap));
+                            if o.invariant {
+                                why = FieldWhy::Broken { value: Some(v), learned: self.num.n };
+                            }
                         }
-                        consider(s, FieldWhy::Range { value: v, lo, hi }, &mut total);
+                        consider(s, why, &mut total);
                     }
                 }
                 None if o.len > 0 => {
@@ -366,20 +379,20 @@ impl FieldProfile {
         } else if let Some(cats) = &self.cats {
             // Categories (only for non-numeric, low-cardinality fields).
             if self.n >= 30 && !cats.iter().any(|(h, _)| *h == o.hash) {
-                let s = if o.invariant {
+                let (s, why) = if o.invariant {
                     // Every learned request kept it, whatever other values were
                     // seen once; nor do many clients make it ordinary.
-                    (n + 2.0).log2().min(INVARIANT_CAP)
+                    ((n + 2.0).log2().min(INVARIANT_CAP), FieldWhy::Broken { value: None, learned: self.n })
                 } else {
                     let once = cats.iter().filter(|(_, c)| *c == 1).count() as f64;
                     let p = (once + 1.0) / (n + 2.0);
                     // Header values (tokens, user agents) follow the client population,
                     // which changes legitimately: they weigh less than parameter values.
                     let cap = if o.kind == FieldKind::Header { 6.0 } else { UNSEEN_VALUE_CAP };
-                    (-p.log2()).min(cap) - SPREAD_DISCOUNT * f64::from(seen_by().max(1)).log2()
+                    ((-p.log2()).min(cap) - SPREAD_DISCOUNT * f64::from(seen_by().max(1)).log2(), FieldWhy::UnseenValue)
                 };
                 if s > 0.0 {
-                    consider(s, FieldWhy::UnseenValue, &mut total);
+                    consider(s, why, &mut total);
                 }
             }
         }

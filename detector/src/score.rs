@@ -27,6 +27,12 @@ pub const SHAPE_CAP: f64 = 7.0;
 /// Most bits one query's distance to learned inputs adds: below the smallest
 /// anomalous threshold, so it flags only with other evidence.
 pub const NOVELTY_CAP: f64 = 6.0;
+/// Learned observations, in multiples of 1/budget, that an invariant must
+/// have held in before breaking it flags a request by itself: at the
+/// budget's rate, ordinary traffic would have broken it once by then. (Three,
+/// the rule of three's 95%, left NaN requests of a service trained on 2,000
+/// requests unflagged in a probe, at no false positive saved anywhere.)
+pub const BROKEN_BUDGETS: f64 = 1.0;
 /// Most bits a client's reputation adds to one request.
 pub const REPUTATION_CAP: f64 = 6.0;
 /// Reputation (decayed mean of recent excess bits over the suspicious
@@ -260,6 +266,16 @@ impl Reason {
             }
             Why::Field(FieldWhy::NotNumeric) => format!("non-numeric value in numeric {label}"),
             Why::Field(FieldWhy::UnseenValue) => format!("unseen value of {label}"),
+            Why::Field(FieldWhy::Broken { value, learned }) => match self.name.rsplit_once('.') {
+                Some((input, "nonfinite")) => format!(
+                    "{} NaN/Inf values in input '{input}' (none in {learned} learned requests)",
+                    fmt_num(value.unwrap_or(0.0))
+                ),
+                Some((model, "request")) => {
+                    format!("inference request to model '{model}' does not parse (all {learned} learned ones did)")
+                }
+                _ => format!("{label} broke what all {learned} learned requests kept"),
+            },
             Why::Shape { ratio, feature, deviation } => format!(
                 "request shape unlike learned traffic ({ratio:.1}x the nearest cluster's radius; {feature} {deviation:+.1} sd)"
             ),
@@ -334,6 +350,7 @@ pub fn empty_sample() -> Sample {
         warming_up: true,
         suspicious: false,
         new_endpoint: false,
+        broken: false,
         model_samples: 0,
     }
 }
@@ -433,6 +450,8 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     // surprise plus a quarter of the rest.
     let mut group = Group::default();
     let mut required_seen = [0usize; 2];
+    // A broken invariant, and whether it held often enough to be rarer than the budget.
+    let (mut broken, mut decisive) = (false, false);
     for o in &sample.fields {
         let name = sample.name(o);
         let owner = if service_level(o.kind) { Some(&profiles.service) } else { endpoint };
@@ -477,6 +496,10 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
             None if o.kind != FieldKind::Client => (owner.unseen_field(o.kind), Why::UnseenField),
             None => continue,
         };
+        if let Why::Field(FieldWhy::Broken { learned, .. }) = why {
+            broken = true;
+            decisive |= learned as f64 * model.fp_budget >= BROKEN_BUDGETS;
+        }
         let make = || Reason { family, kind: Some(o.kind), name: name.to_string(), contribution: 0.0, why };
         if group.key.is_empty() {
             acc.add(bits, make);
@@ -485,6 +508,7 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
         }
     }
     group.flush(&mut acc);
+    sample.broken = broken;
 
     // Usual fields that are missing. The field loop counted the required ones
     // it saw; only when a count falls short are names compared.
@@ -575,6 +599,12 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     // It raises the score (ranking, alerts) but never the band: a request is
     // flagged on its own evidence, so a client's ordinary requests are not
     // blocked for its odd ones.
+    // A broken invariant is flagged whatever else the request holds once it
+    // held in 1/budget learned requests (see `BROKEN_BUDGETS`). Its own bits,
+    // log2 of the count, stay below the anomalous threshold of a busy
+    // service; yet no model computes on a NaN or an unreadable body.
+    let lift = if decisive && model.ready { (model.thresholds.anomalous - acc.raw).max(0.0) } else { 0.0 };
+    acc.raw += lift;
     let own = acc.raw;
     let rep = (0.25 * signals.reputation).min(REPUTATION_CAP);
     acc.add(rep, || Reason {

@@ -73,8 +73,12 @@ pub(crate) struct Trained {
 }
 
 pub(crate) fn trained(n: usize) -> Trained {
+    trained_with(n, Config::default())
+}
+
+pub(crate) fn trained_with(n: usize, config: Config) -> Trained {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut learner = Learner::new(Config::default());
+    let mut learner = Learner::new(config);
     let mut model = Model::empty();
     let mut clients = Clients::new(1000);
     let mut ts = 0.0;
@@ -189,11 +193,44 @@ fn out_of_range_input_is_explained() {
 #[test]
 fn an_unparsable_inference_body_weighs_more_than_an_unseen_value() {
     let mut t = trained(6000);
-    // NaN is not JSON: the body no longer parses where every learned one did.
-    let v = judge_iris(&mut t, "NaN, 6.0, 7.2, 1.0");
+    // A doubled comma: the body no longer parses where every learned one did.
+    let v = judge_iris(&mut t, "5.1,, 6.0, 7.2, 1.0");
     let broken = v.reasons.iter().find(|r| r.name.ends_with(".request")).unwrap_or_else(|| panic!("{v:#?}"));
     // log2 of the ~2000 learned iris requests: above the 10-bit cap of an unseen value.
     assert!(broken.contribution > 10.5, "{broken}");
+    assert!(broken.message().contains("does not parse (all 19"), "{}", broken.message());
+}
+
+#[test]
+fn nan_and_infinity_as_clients_write_them_are_flagged_as_such() {
+    let mut t = trained(6000);
+    // A busy service's threshold, above the NaN's own 11 bits (log2 of the
+    // ~2000 learned iris requests). Those 2000 requests without NaN are more
+    // than 1/budget (1000), so a NaN is flagged all the same.
+    t.model.thresholds.anomalous = 30.0;
+    t.model.thresholds.suspicious = 20.0;
+    let iris = |t: &mut Trained, data: &str, client: &str| {
+        let body =
+            format!(r#"{{"inputs": [{{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [{data}]}}]}}"#);
+        judge(t, "POST", "/v2/models/iris/infer", "application/json", body.as_bytes(), client)
+    };
+    let cases = ["NaN, 6.0, 7.2, 8.1", "5.1, Infinity, 7.2, 8.1", "5.1, 6.0, -1e999, 8.1", r#"5.1, 6.0, 7.2, "nan""#];
+    for (i, data) in cases.into_iter().enumerate() {
+        // A new caller each time: nothing but this request counts.
+        let v = iris(&mut t, data, &format!("caller-{i}"));
+        assert_eq!(v.band, Band::Anomalous, "{data}: {v:#?}");
+        assert!(v.own >= 30.0, "{data}: {v:#?}");
+        let msgs: Vec<String> = v.reasons.iter().map(|r| r.message()).collect();
+        assert_eq!(msgs[0], "1 NaN/Inf values in input 'iris/features' (none in 1985 learned requests)", "{data}");
+    }
+    // Finite values from a new caller: not flagged.
+    assert_eq!(iris(&mut t, "5.1, 6.0, 7.2, 8.1", "caller-8").band, Band::Normal);
+    // With a 0.01% budget, 2000 learned requests are fewer than 1/budget:
+    // the NaN counts its own bits, no more.
+    t.model.fp_budget = 0.0001;
+    let v = iris(&mut t, "NaN, 6.0, 7.2, 8.1", "caller-9");
+    assert_eq!(v.band, Band::Normal, "{v:#?}");
+    assert!(v.reasons.iter().any(|r| r.message().starts_with("1 NaN/Inf values")), "{v:#?}");
 }
 
 fn infer_body(x: &[f64]) -> String {
@@ -262,6 +299,32 @@ fn flagged_samples_are_refused() {
     let before = t.learner.refused();
     assert_eq!(t.learner.learn(&s.sample), Learned::Refused);
     assert_eq!(t.learner.refused(), before + 1);
+}
+
+#[test]
+fn a_nan_below_the_threshold_is_not_learned() {
+    // A 0.01% budget: ~2000 learned iris requests do not make a NaN decisive,
+    // and its bits stay below the raised threshold. Were
+    // it learned, the NaN count would have a range and the next NaN would
+    // count for nothing.
+    let mut t = trained(6000);
+    t.model.thresholds.anomalous = 30.0;
+    t.model.thresholds.suspicious = 20.0;
+    t.model.fp_budget = 0.0001;
+    let body =
+        br#"{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [NaN, 6.0, 7.2, 8.1]}]}"#;
+    let headers = [("content-type", "application/json"), ("user-agent", "shop-client/1.0")];
+    let req = Request { method: "POST", uri: "/v2/models/iris/infer", headers: &headers, body, client: "c", ts: 1e6 };
+    let s = score(&t.model, &mut t.clients, &req);
+    assert_eq!(s.verdict.band, Band::Normal, "{:#?}", s.verdict);
+    assert!(s.sample.broken);
+    assert_eq!(t.learner.learn(&s.sample), Learned::Refused);
+    // A finite request is learned as before.
+    let body =
+        br#"{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 6.0, 7.2, 8.1]}]}"#;
+    let s = score(&t.model, &mut t.clients, &Request { body, ..req });
+    assert!(!s.sample.broken);
+    assert_ne!(t.learner.learn(&s.sample), Learned::Refused);
 }
 
 #[test]

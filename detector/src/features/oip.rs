@@ -147,6 +147,9 @@ pub struct Flat {
     pub count: usize,
     /// Elements that were neither number, bool nor string (null, objects).
     pub other: usize,
+    /// Strings that spell a non-finite number (`"NaN"`, `"-Infinity"`, ...;
+    /// see [`non_finite_word`]), also kept in `nums` as that number.
+    pub words: usize,
 }
 
 struct FlatSeed<'a>(&'a mut Flat);
@@ -190,6 +193,14 @@ impl<'de> Visitor<'de> for FlatSeed<'_> {
     }
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
         self.0.count += 1;
+        if let Some(x) = non_finite_word(v) {
+            // A number tensor's NaN as a string (or as a bare token, quoted by
+            // `quote_non_finite`); the datatype decides in `extract`.
+            self.0.words += 1;
+            if self.0.nums.len() < MAX_ELEMENTS {
+                self.0.nums.push(x);
+            }
+        }
         if self.0.strs.len() < MAX_BYTES_ELEMENTS {
             self.0.strs.push(v.to_owned());
         }
@@ -355,6 +366,85 @@ const MAX_DEPTH: usize = 128;
 /// refuses deeper data with an error. A string-aware depth scan instead was
 /// tried and reviewed: sonic-rs skips the four bytes after `\u` unchecked,
 /// so a 43 KB body could hide 20k levels from such a scan.
+/// The non-finite number a string spells, as clients write NaN and
+/// infinities where JSON has no way to: Python's `json.dumps` (`NaN`,
+/// `Infinity`, `-Infinity`), C and numpy (`nan`, `inf`, `-inf`); any case.
+pub fn non_finite_word(s: &str) -> Option<f64> {
+    if s.len() > 9 {
+        return None;
+    }
+    let (sign, word) = match s.as_bytes().first() {
+        Some(b'-') => (-1.0, &s[1..]),
+        Some(b'+') => (1.0, &s[1..]),
+        _ => (1.0, s),
+    };
+    if word.eq_ignore_ascii_case("nan") {
+        Some(f64::NAN)
+    } else if word.eq_ignore_ascii_case("inf") || word.eq_ignore_ascii_case("infinity") {
+        Some(sign * f64::INFINITY)
+    } else {
+        None
+    }
+}
+
+/// A copy of a body that did not parse, with what Python's `json.dumps`
+/// writes for non-finite floats made valid JSON: the bare tokens `NaN`,
+/// `Infinity` and `-Infinity`, and numbers beyond f64 (`1e999`), become
+/// strings (`"NaN"`, `"Infinity"`, ...) that [`non_finite_word`] reads
+/// back. Model servers that parse with Python accept such bodies, so the
+/// detector must see the NaN rather than a body it cannot read. `None` when
+/// there is nothing to rewrite. Strings are copied unread, escapes and all;
+/// whatever else is wrong stays wrong and fails the second parse.
+fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(json.len() + 16);
+    let (mut i, mut changed) = (0, false);
+    while i < json.len() {
+        let c = json[i];
+        if c == b'"' {
+            // Copy the string through its closing quote (a backslash escapes
+            // the next byte, whatever it is).
+            let start = i;
+            i += 1;
+            while i < json.len() && json[i] != b'"' {
+                i += if json[i] == b'\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(json.len());
+            out.extend_from_slice(&json[start..i]);
+            continue;
+        }
+        if c == b'-' || c.is_ascii_alphanumeric() {
+            // A bare token: a number, a literal, or what Python wrote for NaN.
+            let is_token = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.');
+            let end = i + json[i..].iter().position(|b| !is_token(b)).unwrap_or(json.len() - i);
+            let token = &json[i..end];
+            let word = std::str::from_utf8(token).ok();
+            let quote = match word {
+                Some(w @ ("NaN" | "Infinity" | "-Infinity")) => Some(w),
+                Some(w) if c == b'-' || c.is_ascii_digit() => match w.parse::<f64>() {
+                    Ok(x) if x == f64::INFINITY => Some("Infinity"),
+                    Ok(x) if x == f64::NEG_INFINITY => Some("-Infinity"),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match quote {
+                Some(w) => {
+                    out.push(b'"');
+                    out.extend_from_slice(w.as_bytes());
+                    out.push(b'"');
+                    changed = true;
+                }
+                None => out.extend_from_slice(token),
+            }
+            i = end;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
 fn parse(json: &[u8]) -> Option<InferRequest<'_>> {
     let openers = memchr::memchr2_iter(b'[', b'{', json).take(MAX_DEPTH + 1).count();
     if openers <= MAX_DEPTH {
@@ -384,7 +474,15 @@ pub fn extract(
     let mut name = String::with_capacity(64);
     name.push_str(model);
     name.push_str(".request");
-    let req = match parse(json) {
+    let quoted; // the body with NaN and infinities quoted, if it needed that
+    let parsed = match parse(json) {
+        Some(r) => Some(r),
+        None => {
+            quoted = quote_non_finite(json);
+            quoted.as_deref().and_then(parse)
+        }
+    };
+    let req = match parsed {
         Some(r) => r,
         None => {
             if !super::request::contains_ignore_case(json, b"\"inputs\"") {
@@ -441,6 +539,16 @@ pub fn extract(
                 strs = f.strs;
                 count = f.count;
                 mismatch |= f.other > 0;
+                if input.datatype == "BYTES" {
+                    // Text that happens to read "nan" is text here.
+                    if f.words == nums.len() {
+                        nums.clear();
+                    }
+                } else if f.words > 0 {
+                    // A NaN in a number tensor is a number (counted as
+                    // non-finite), not a string element.
+                    strs.retain(|s| non_finite_word(s).is_none());
+                }
             }
             (None, Some(size)) => {
                 let size = usize::try_from(size).unwrap_or(usize::MAX);
@@ -679,6 +787,54 @@ mod tests {
         assert_eq!(s.fields.len(), 1);
         let r = extract(br#"{"query": "x"}"#, None, "m", &NoRanges, &mut s, &mut ValueStats::default());
         assert!(r.is_none());
+    }
+
+    #[test]
+    fn non_finite_numbers_as_clients_write_them_are_read() {
+        // Python's json.dumps writes bare NaN and Infinity; numbers past f64
+        // overflow; numpy users send "nan" strings. Each is a non-finite element.
+        let cases = [("[NaN, 1.0]", 1.0), ("[Infinity, -Infinity, 2]", 2.0), ("[1e999, -1e400, 3]", 2.0)];
+        let cases = cases.into_iter().chain([(r#"["nan", "-INF", 4]"#, 2.0), ("[[NaN], [5]]", 1.0)]);
+        for (data, nonfinite) in cases {
+            let n = data.matches(',').count() + 1;
+            let body =
+                format!(r#"{{"inputs": [{{"name": "x", "shape": [{n}], "datatype": "FP32", "data": {data}}}]}}"#);
+            let mut s = crate::score::empty_sample();
+            extract(body.as_bytes(), None, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+            assert_eq!(get(&s, "m/x.nonfinite"), Some(nonfinite), "{data}: {:?}", fields(&s));
+            assert_eq!(get(&s, "m/x.mismatch"), Some(0.0), "{data}");
+            assert_eq!(get(&s, "m/x.elements"), Some(n as f64), "{data}");
+            assert!(!s.fields.iter().any(|f| f.kind == FieldKind::TensorBytes), "{data}: a number is no text");
+            assert!(
+                s.fields.iter().any(|f| s.name(f) == "m.request" && f.hash == fnv(b"json")),
+                "{data}: read as JSON"
+            );
+        }
+        // In a BYTES input the same words are text; in strings they are left alone.
+        let body = br#"{"parameters": {"note": "NaN"}, "inputs": [{"name": "t", "shape": [2], "datatype": "BYTES", "data": ["nan", "Infinity"]}, {"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}"#;
+        let mut s = crate::score::empty_sample();
+        extract(body, None, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        assert_eq!(get(&s, "m/x.nonfinite"), Some(1.0));
+        assert_eq!(get(&s, "m/t.nonfinite"), None, "{:?}", fields(&s));
+        let texts: Vec<u32> = s.fields.iter().filter(|f| f.kind == FieldKind::TensorBytes).map(|f| f.len).collect();
+        assert_eq!(texts, [3, 8]);
+    }
+
+    fn fnv(b: &[u8]) -> u64 {
+        crate::features::fnv1a(b)
+    }
+
+    #[test]
+    fn quoting_touches_bare_non_finite_tokens_only() {
+        assert_eq!(quote_non_finite(br#"{"a": "NaN, Infinity", "b": [1, 2e5, -0.5]}"#), None);
+        let q = quote_non_finite(br#"{"a\"NaN": [NaN, 1e5, -1e999, true, "\\", Infinity]}"#);
+        assert_eq!(
+            String::from_utf8_lossy(&q.expect("rewritten")),
+            r#"{"a\"NaN": ["NaN", 1e5, "-Infinity", true, "\\", "Infinity"]}"#
+        );
+        // A body broken otherwise stays broken.
+        let q = quote_non_finite(br#"{"inputs": [NaN,, 1]}"#).expect("rewritten");
+        assert!(parse(&q).is_none());
     }
 
     #[test]

@@ -203,6 +203,11 @@ fn client_sentence(name: &str, v: f64, hi: f64) -> Option<String> {
             "client queries hold {:.0}% of the input fixed and vary the rest{times}: possible model extraction (grid sweep)",
             v * 100.0
         ),
+        "rephrased" => format!(
+            "client sent {:.0} texts in a row, each nearly the same as the one before{times}: \
+             possible adversarial word search or membership inference",
+            v + 1.0
+        ),
         "chain" => format!(
             "client sends a chain of {v:.0} tiny perturbations of one input{times}: possible adversarial search"
         ),

@@ -8,7 +8,8 @@
 //! current chain of tiny perturbations, the last 32 nearest-query
 //! distances for the PRADA test, and per model how far its queries lie from
 //! learned inputs (mean deviation and share of novel queries, see
-//! [`crate::neighbours`]).
+//! [`crate::neighbours`]); for clients that send text, the words of the last
+//! text and how many texts in a row were nearly the same (see [`super::text`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use super::oip::SKETCH;
 use super::request::Extra;
+use super::text::TextSketch;
 use super::{fnv1a, FieldKind, Sample};
 use crate::shapiro;
 
@@ -27,6 +29,10 @@ const DISTANCES: usize = 32;
 const RECENT: usize = 16;
 /// Fewest distances before W is computed.
 pub const PRADA_MIN: usize = 20;
+/// Estimated word overlap (Jaccard) from which a text counts as nearly the
+/// same as the client's previous one: a one-word change in a 15-word
+/// sentence keeps about 0.9, two ordinary prompts share 0.1–0.3.
+const NEAR_TEXT: f64 = 0.6;
 /// Relative step below which two successive queries count as a perturbation.
 pub const PERTURBATION: f64 = 0.01;
 /// Distinct credentials in a client's last 16 requests that are never
@@ -79,6 +85,10 @@ pub struct ClientState {
     md_n: u8,
     md_pos: u8,
     chain: u16,
+    /// Texts in a row nearly the same as the one before.
+    rephrased: u16,
+    /// The words of the client's last text.
+    text: TextSketch,
     /// Whether the client's last scored request was flagged: its response's
     /// error is then already explained and does not count as probing.
     last_flagged: bool,
@@ -119,6 +129,8 @@ impl ClientState {
             md_n: 0,
             md_pos: 0,
             chain: 0,
+            rephrased: 0,
+            text: TextSketch::default(),
             last_flagged: false,
             prada: f32::NAN,
             endpoints: [0; RECENT],
@@ -206,6 +218,9 @@ pub struct Signals {
     pub duplicates: f64,
     /// Length of the current chain of tiny perturbations.
     pub chain: f64,
+    /// How many texts in a row, up to this one, were each nearly the same as
+    /// the one before (see [`NEAR_TEXT`]); for requests with text only.
+    pub rephrased: Option<f64>,
     /// PRADA W over the client's nearest-query distances.
     pub prada: Option<f64>,
     /// Decayed mean of the client's input deviations (after 8 inputs).
@@ -263,6 +278,9 @@ impl Signals {
         sample.push_num(FieldKind::Client, "endpoints", self.endpoints);
         sample.push_num(FieldKind::Client, "duplicates", self.duplicates);
         sample.push_num(FieldKind::Client, "chain", self.chain);
+        if let Some(r) = self.rephrased {
+            sample.push_num(FieldKind::Client, "rephrased", r);
+        }
         if let Some(w) = self.prada {
             sample.push_num(FieldKind::Client, "prada", w);
         }
@@ -671,6 +689,14 @@ impl Clients {
                 }
             }
         }
+        // Word substitutions (TextFooler) and membership inference send one
+        // text over and over with small changes; ordinary users write anew.
+        let rephrased = x.text.map(|t| {
+            let near = !st.text.is_empty() && t.similarity(&st.text) >= NEAR_TEXT;
+            st.rephrased = if near { st.rephrased.saturating_add(1) } else { 0 };
+            st.text = t;
+            f64::from(st.rephrased)
+        });
         let errors = (st.resp_n >= 8).then(|| f64::from(st.resp_bits.count_ones()) / f64::from(st.resp_n));
         Signals {
             rate1: f64::from(st.rate1),
@@ -685,6 +711,7 @@ impl Clients {
             endpoints: distinct as f64,
             duplicates: duplicates as f64,
             chain,
+            rephrased,
             prada,
             spread,
             novel,
@@ -744,7 +771,7 @@ mod tests {
     use super::*;
 
     fn ex(endpoint: u32, fingerprint: u64, sketch: Option<(u64, [f32; SKETCH])>) -> Extra {
-        Extra { sketch, deviation: None, novelty: None, fingerprint, credential: None, endpoint }
+        Extra { sketch, deviation: None, novelty: None, fingerprint, credential: None, endpoint, text: None }
     }
 
     /// One request of `client` at `ts`, after one each of three other
@@ -877,6 +904,32 @@ mod tests {
     }
 
     #[test]
+    fn a_text_changed_a_word_at_a_time_is_counted_and_new_texts_are_not() {
+        let mut c = Clients::new(10);
+        let said = |t: &str| Extra { text: TextSketch::of(t.as_bytes()), ..Extra::default() };
+        // An attacker swaps one word per request of one sentence.
+        let mut words: Vec<&str> = "the service was slow and the staff seemed rude to every guest".split(' ').collect();
+        let swaps = ["quick", "kind", "late", "calm", "warm", "cold", "loud", "odd"];
+        let mut last = None;
+        for (i, w) in swaps.iter().enumerate() {
+            let at = (i * 5) % words.len();
+            words[at] = w;
+            last = c.observe_request("searcher", i as f64, &said(&words.join(" "))).rephrased;
+        }
+        assert!(last >= Some(6.0), "{last:?}");
+        // A user writing new prompts, and a request without text.
+        let prompts = [
+            "summarise this report for the board",
+            "translate the menu into french please",
+            "what is the capital of peru",
+        ];
+        for (i, p) in prompts.iter().enumerate() {
+            assert_eq!(c.observe_request("user", i as f64, &said(p)).rephrased, Some(0.0), "{p}");
+        }
+        assert_eq!(c.observe_request("user", 9.0, &Extra::default()).rephrased, None);
+    }
+
+    #[test]
     fn novel_share_separates_far_queries_from_ordinary_ones() {
         use crate::neighbours::Novelty;
         let mut c = Clients::new(10);
@@ -887,6 +940,7 @@ mod tests {
             fingerprint: 0,
             credential: None,
             endpoint: 0,
+            text: None,
         };
         let (mut ordinary_max, mut extractor) = (0.0f64, None);
         for i in 0..40 {

@@ -11,6 +11,7 @@ pub mod client;
 pub mod oip;
 pub mod params;
 pub mod request;
+pub mod text;
 
 use serde::{Deserialize, Serialize};
 

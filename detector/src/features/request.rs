@@ -1,6 +1,7 @@
 //! The request family: request line, path normalisation, headers, body bytes,
 //! and the driver that fills a [`Sample`] from a [`Request`].
 
+use super::text::TextSketch;
 use super::{classes_of, is_special, oip, params, percent_decode, FieldKind, Sample, DIM};
 
 /// One request as the detector sees it: borrowed, with the caller's clock.
@@ -46,6 +47,9 @@ pub struct Extra {
     pub credential: Option<u32>,
     /// Identity of the endpoint (method and template), set by the scorer.
     pub endpoint: u32,
+    /// The words of the request's text (BYTES elements, prompts, long
+    /// parameter values), if it had any.
+    pub text: Option<TextSketch>,
 }
 
 /// Split an origin-form URI into path and query (a fragment is dropped).
@@ -177,11 +181,18 @@ pub struct ValueStats {
     pub upper: u32,
     /// Of which non-ASCII bytes.
     pub non_ascii: u32,
+    /// The words of the last value that read as text: the newest message of
+    /// a chat, one element of a batch. (Pooled, a chat's fixed system prompt
+    /// or a batch's shared vocabulary made every request look alike.)
+    pub text: Option<TextSketch>,
 }
 
 impl ValueStats {
     /// Count one value.
     pub fn add(&mut self, v: &[u8]) {
+        if let Some(t) = TextSketch::of(v) {
+            self.text = Some(t);
+        }
         self.bytes = self.bytes.saturating_add(v.len() as u32);
         for &b in v {
             self.special += u32::from(is_special(b));
@@ -341,7 +352,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
             ^ super::fingerprint(req.uri.as_bytes()).rotate_left(17)
             ^ super::fingerprint_words(body).rotate_left(31)
     };
-    Extra { sketch, deviation, novelty, fingerprint: fp, credential, endpoint: 0 }
+    Extra { sketch, deviation, novelty, fingerprint: fp, credential, endpoint: 0, text: stats.text }
 }
 
 #[inline]
@@ -415,5 +426,32 @@ mod tests {
         assert!(names.contains(&"x-thing"));
         assert!(names.contains(&"q"));
         assert_eq!(s.vector[2], 1.0);
+    }
+
+    #[test]
+    fn the_text_compared_is_the_newest_message_not_the_fixed_prompt() {
+        let text = |body: &str| {
+            let headers = [("content-type", "application/json")];
+            let req = Request {
+                method: "POST",
+                uri: "/v1/chat/completions",
+                headers: &headers,
+                body: body.as_bytes(),
+                client: "c",
+                ts: 0.0,
+            };
+            extract(&req, &oip::NoRanges, &mut crate::score::empty_sample(), &mut Vec::new()).text
+        };
+        let chat = |question: &str| {
+            format!(
+                r#"{{"model": "m", "messages": [{{"role": "system", "content": "You are a helpful assistant for the support team of a large online shop, answer briefly and politely."}}, {{"role": "user", "content": "{question}"}}]}}"#
+            )
+        };
+        let a = text(&chat("how do I reset my password")).expect("text");
+        let b = text(&chat("where is my parcel from last week")).expect("text");
+        let a2 = text(&chat("how do I reset my  password ")).expect("text");
+        assert!(a.similarity(&b) < 0.3, "{}", a.similarity(&b));
+        assert_eq!(a.similarity(&a2), 1.0);
+        assert_eq!(text(r#"{"model": "m", "n": 2}"#), None);
     }
 }

@@ -68,7 +68,7 @@ fn trained() -> Model {
             ("/v2/models/m/infer".to_string(), oip_body(&mut rng), &HEADERS_JSON)
         };
         let method = if body.is_empty() { "GET" } else { "POST" };
-        let req = Request { method, uri: &uri, headers, body: body.as_bytes(), client: &client, ts };
+        let req = Request { method, uri: &uri, headers, body: body.as_bytes(), client: &client, ts, truncated: false };
         let s = score(&model, &mut clients, &req);
         learner.learn(&s.sample);
         if let Some(m) = learner.maybe_publish() {
@@ -96,6 +96,7 @@ fn bench(c: &mut Criterion) {
                 body: body.as_bytes(),
                 client: "client-7",
                 ts,
+                truncated: false,
             };
             black_box(score(&model, &mut clients, black_box(&req)))
         })
@@ -103,7 +104,15 @@ fn bench(c: &mut Criterion) {
     c.bench_function("score_get_no_body", |b| {
         b.iter(|| {
             ts += 0.01;
-            let req = Request { method: "GET", uri: &uri, headers: &HEADERS_GET, body: b"", client: "client-8", ts };
+            let req = Request {
+                method: "GET",
+                uri: &uri,
+                headers: &HEADERS_GET,
+                body: b"",
+                client: "client-8",
+                ts,
+                truncated: false,
+            };
             black_box(score(&model, &mut clients, black_box(&req)))
         })
     });

@@ -25,13 +25,13 @@
 //! for i in 0..3000 {
 //!     let uri = format!("/shop/item?id={}&qty={}", 100 + i % 50, 1 + i % 3);
 //!     let req = Request { method: "GET", uri: &uri, headers: &[("accept", "text/html")], body: b"",
-//!                         client: "10.0.0.1", ts: f64::from(i) };
+//!                         client: "10.0.0.1", ts: f64::from(i), truncated: false };
 //!     let scored = score(&model, &mut clients, &req);
 //!     learner.learn(&scored.sample);
 //!     if let Some(m) = learner.maybe_publish() { model = m; }
 //! }
 //! let attack = Request { method: "GET", uri: "/shop/item?id=1%27%20OR%20%271%27=%271&qty=1",
-//!                        headers: &[("accept", "text/html")], body: b"", client: "10.0.0.9", ts: 3001.0 };
+//!                        headers: &[("accept", "text/html")], body: b"", client: "10.0.0.9", ts: 3001.0, truncated: false };
 //! let v = score(&model, &mut clients, &attack).verdict;
 //! assert!(v.flagged());
 //! assert!(v.reasons[0].message().contains("query parameter 'id'"));

@@ -86,7 +86,8 @@ pub(crate) fn trained_with(n: usize, config: Config) -> Trained {
         ts += 0.05;
         let (m, uri, ct, body, client) = normal_request(&mut rng, i);
         let headers = [("content-type", ct.as_str()), ("user-agent", "shop-client/1.0")];
-        let req = Request { method: &m, uri: &uri, headers: &headers, body: &body, client: &client, ts };
+        let req =
+            Request { method: &m, uri: &uri, headers: &headers, body: &body, client: &client, ts, truncated: false };
         let s = score(&model, &mut clients, &req);
         learner.learn(&s.sample);
         if let Some(new) = learner.maybe_publish() {
@@ -100,7 +101,7 @@ pub(crate) fn trained_with(n: usize, config: Config) -> Trained {
 fn judge(t: &mut Trained, method: &str, uri: &str, ct: &str, body: &[u8], client: &str) -> Verdict {
     t.ts += 0.05;
     let headers = [("content-type", ct), ("user-agent", "shop-client/1.0")];
-    let req = Request { method, uri, headers: &headers, body, client, ts: t.ts };
+    let req = Request { method, uri, headers: &headers, body, client, ts: t.ts, truncated: false };
     score(&t.model, &mut t.clients, &req).verdict
 }
 
@@ -202,6 +203,31 @@ fn an_unparsable_inference_body_weighs_more_than_an_unseen_value() {
 }
 
 #[test]
+fn a_body_cut_short_by_the_sidecar_is_not_called_unreadable() {
+    // The sidecar inspects a bounded prefix of large or slow bodies.
+    let mut t = trained(6000);
+    let body = infer_body(&[5.1, 6.0, 7.2, 8.1]);
+    let cut = &body.as_bytes()[..body.len() - 10];
+    let headers = [("content-type", "application/json"), ("user-agent", "shop-client/1.0")];
+    let req = Request {
+        method: "POST",
+        uri: "/v2/models/iris/infer",
+        headers: &headers,
+        body: cut,
+        client: "client-3",
+        ts: 1e6,
+        truncated: true,
+    };
+    let v = score(&t.model, &mut t.clients, &req).verdict;
+    // (Its shape, with no tensor read, may still count a few bits.)
+    assert!(!v.reasons.iter().any(|r| r.name.ends_with(".request")), "{v:#?}");
+    assert!(v.band < Band::Anomalous, "{v:#?}");
+    // The same bytes as a whole body do not parse where every learned one did.
+    let v = score(&t.model, &mut t.clients, &Request { truncated: false, ts: 1e6 + 1.0, ..req }).verdict;
+    assert!(v.reasons.iter().any(|r| r.message().contains("does not parse")), "{v:#?}");
+}
+
+#[test]
 fn nan_and_infinity_as_clients_write_them_are_flagged_as_such() {
     let mut t = trained(6000);
     // A busy service's threshold, above the NaN's own 11 bits (log2 of the
@@ -278,7 +304,15 @@ fn snapshot_round_trip_gives_identical_scores() {
     for i in 0..300 {
         let (m, uri, ct, body, client) = normal_request(&mut t.rng, i);
         let headers = [("content-type", ct.as_str())];
-        let req = Request { method: &m, uri: &uri, headers: &headers, body: &body, client: &client, ts: i as f64 };
+        let req = Request {
+            method: &m,
+            uri: &uri,
+            headers: &headers,
+            body: &body,
+            client: &client,
+            ts: i as f64,
+            truncated: false,
+        };
         let a = score(&t.model, &mut c1, &req).verdict;
         let b = score(&loaded, &mut c2, &req).verdict;
         assert_eq!(a, b);
@@ -293,7 +327,15 @@ fn snapshot_round_trip_gives_identical_scores() {
 fn flagged_samples_are_refused() {
     let mut t = trained(3000);
     let headers = [("content-type", "text/html")];
-    let req = Request { method: "DELETE", uri: "/etc/passwd", headers: &headers, body: b"", client: "x", ts: 1e6 };
+    let req = Request {
+        method: "DELETE",
+        uri: "/etc/passwd",
+        headers: &headers,
+        body: b"",
+        client: "x",
+        ts: 1e6,
+        truncated: false,
+    };
     let s = score(&t.model, &mut t.clients, &req);
     assert!(s.verdict.flagged());
     let before = t.learner.refused();
@@ -314,7 +356,15 @@ fn a_nan_below_the_threshold_is_not_learned() {
     let body =
         br#"{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [NaN, 6.0, 7.2, 8.1]}]}"#;
     let headers = [("content-type", "application/json"), ("user-agent", "shop-client/1.0")];
-    let req = Request { method: "POST", uri: "/v2/models/iris/infer", headers: &headers, body, client: "c", ts: 1e6 };
+    let req = Request {
+        method: "POST",
+        uri: "/v2/models/iris/infer",
+        headers: &headers,
+        body,
+        client: "c",
+        ts: 1e6,
+        truncated: false,
+    };
     let s = score(&t.model, &mut t.clients, &req);
     assert_eq!(s.verdict.band, Band::Normal, "{:#?}", s.verdict);
     assert!(s.sample.broken);
@@ -331,8 +381,15 @@ fn a_nan_below_the_threshold_is_not_learned() {
 fn a_suspicious_sample_does_not_create_an_endpoint() {
     let mut t = trained(3000);
     let headers = [("content-type", "text/html"), ("user-agent", "shop-client/1.0")];
-    let probe =
-        |path: &'static str| Request { method: "GET", uri: path, headers: &headers, body: b"", client: "x", ts: 1e6 };
+    let probe = |path: &'static str| Request {
+        method: "GET",
+        uri: path,
+        headers: &headers,
+        body: b"",
+        client: "x",
+        ts: 1e6,
+        truncated: false,
+    };
     let mut s = score(&t.model, &mut t.clients, &probe("/shop/item.bak")).sample;
     assert!(s.new_endpoint);
     // Below the threshold but suspicious: a scanner's first probe is not learned ...
@@ -385,6 +442,7 @@ fn a_suspicious_query_does_not_teach_what_far_means() {
         body: body.as_bytes(),
         client: "x",
         ts: 1e6,
+        truncated: false,
     };
     let mut s = score(&t.model, &mut t.clients, &req).sample;
     (s.flagged, s.suspicious) = (false, true);
@@ -426,7 +484,7 @@ mod props {
             let ct = if oip { "application/json" } else { "application/x-www-form-urlencoded" };
             let headers = [("content-type", ct), (hname.as_str(), hval.as_str()), ("inference-header-content-length", len.as_str())];
             let path = if oip { format!("/v2/models/iris/infer{uri}") } else { uri };
-            let req = Request { method: &method, uri: &path, headers: &headers, body: &body, client: &hval, ts: 1.0 };
+            let req = Request { method: &method, uri: &path, headers: &headers, body: &body, client: &hval, ts: 1.0, truncated: false };
             let s = score(&t.0, &mut t.1, &req);
             prop_assert!((0.0..=1.0).contains(&s.verdict.score));
             prop_assert!(s.verdict.raw.is_finite());
@@ -444,7 +502,7 @@ mod props {
                 shape, data
             );
             let mut t = MODEL.with(|m| m.clone());
-            let req = Request { method: "POST", uri: "/v2/models/iris/infer", headers: &[], body: body.as_bytes(), client: "p", ts: 1.0 };
+            let req = Request { method: "POST", uri: "/v2/models/iris/infer", headers: &[], body: body.as_bytes(), client: "p", ts: 1.0, truncated: false };
             let s = score(&t.0, &mut t.1, &req);
             prop_assert!(s.verdict.raw.is_finite());
         }

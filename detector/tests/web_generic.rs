@@ -172,8 +172,15 @@ fn web_shop_attacks_rank_above_normal_requests() {
         if g.method == "POST" {
             headers.push(("content-type", "application/x-www-form-urlencoded"));
         }
-        let req =
-            Request { method: g.method, uri: &g.uri, headers: &headers, body: g.body.as_bytes(), client: &client, ts };
+        let req = Request {
+            method: g.method,
+            uri: &g.uri,
+            headers: &headers,
+            body: g.body.as_bytes(),
+            client: &client,
+            ts,
+            truncated: false,
+        };
         let s = score(model, &mut clients, &req);
         learner.learn(&s.sample);
         if let Some(m) = learner.maybe_publish() {

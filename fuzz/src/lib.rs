@@ -96,7 +96,7 @@ pub fn check_oip_v2(data: &[u8]) {
         vec![("content-type", "application/json")]
     };
     let mut clients = Clients::new(4);
-    let req = Request { method: "POST", uri: "/v2/models/m/infer", headers: &headers, body, client: "fuzz", ts: 1e6 };
+    let req = Request { method: "POST", uri: "/v2/models/m/infer", headers: &headers, body, client: "fuzz", ts: 1e6, truncated: false };
     let v = score(model, &mut clients, &req).verdict;
     assert!(v.raw.is_finite() && v.raw >= 0.0, "raw score {}", v.raw);
     assert!((0.0..=1.0).contains(&v.score), "score {}", v.score);
@@ -129,6 +129,7 @@ fn oip_model() -> &'static meshward_detector::Model {
                 body: body.as_bytes(),
                 client: &client,
                 ts: f64::from(i),
+                truncated: false,
             };
             let s = score(&model, &mut clients, &req);
             learner.learn(&s.sample);

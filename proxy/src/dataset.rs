@@ -83,6 +83,10 @@ pub struct RecordRef<'a> {
     pub status: Option<u16>,
     /// See [`Record::latency_ms`].
     pub latency_ms: Option<f64>,
+    /// Whether the body is only the prefix a sidecar inspected (written by
+    /// `detector.record`); replayed as such, so a cut body is not judged as
+    /// unreadable. (Not kept by [`RecordRef::into_owned`].)
+    pub body_truncated: bool,
 }
 
 /// A string of a line, borrowed unless it had escapes. (serde borrows a
@@ -149,6 +153,9 @@ pub struct RawRecord<'a> {
     /// See [`Record::latency_ms`].
     #[serde(default)]
     pub latency_ms: Option<f64>,
+    /// See [`RecordRef::body_truncated`].
+    #[serde(default)]
+    pub body_truncated: bool,
 }
 
 /// Why one line is not a valid record.
@@ -247,6 +254,7 @@ impl<'a> TryFrom<RawRecord<'a>> for RecordRef<'a> {
             scenario: raw.scenario,
             status: raw.status,
             latency_ms: raw.latency_ms,
+            body_truncated: raw.body_truncated,
         })
     }
 }
@@ -591,6 +599,9 @@ mod tests {
             .expect("minimal");
         assert_eq!(r.label, Label::Normal);
         assert!(r.headers.is_empty() && r.body.is_empty() && r.scenario.is_none() && r.status.is_none());
+        let line = |extra: &str| format!(r#"{{"ts":1,"client":"c","method":"POST","uri":"/","body":"{{\"in"{extra}}}"#);
+        assert!(!RecordRef::from_json_line(&line("")).expect("minimal").body_truncated);
+        assert!(RecordRef::from_json_line(&line(r#","body_truncated":true"#)).expect("cut").body_truncated);
     }
 
     #[test]

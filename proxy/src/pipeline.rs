@@ -120,13 +120,13 @@ pub async fn inbound(
     let mut recording = None;
     let authz = match (authz, &shared.detector, sent_headers) {
         (Ok(which), Some(det), Some(sent)) => {
-            let inspected = if is_grpc(&sent) {
-                bytes::Bytes::new()
+            let (inspected, complete) = if is_grpc(&sent) {
+                (bytes::Bytes::new(), true)
             } else {
                 let cfg = det.config();
                 let ins = detect::body::inspect(body, cfg.max_inspect_bytes, cfg.inspect_wait).await;
                 body = ins.body;
-                ins.prefix
+                (ins.prefix, ins.complete)
             };
             let (d, result) = detect_phase(
                 det,
@@ -135,7 +135,7 @@ pub async fn inbound(
                 &method,
                 &path,
                 &sent,
-                &inspected,
+                (&inspected, complete),
                 jwt.as_deref(),
                 &conn,
                 &shared,
@@ -144,7 +144,7 @@ pub async fn inbound(
             detected = Some(d);
             if det.recorder.is_some() {
                 let target = parts.uri.path_and_query().map_or_else(|| path.clone(), |pq| pq.as_str().to_owned());
-                recording = Some((sent, inspected, target));
+                recording = Some((sent, (inspected, complete), target));
             }
             result.map(|()| which)
         }
@@ -172,7 +172,8 @@ pub async fn inbound(
         }
         if let (Some(rec), Some((sent, body, target))) = (&det.recorder, recording) {
             let verdict = (d.score, d.band, d.action);
-            rec.record(d.ts, &d.client, method.as_str(), &target, &sent, &body, status, latency * 1000.0, verdict);
+            let body = (&body.0[..], body.1);
+            rec.record(d.ts, &d.client, method.as_str(), &target, &sent, body, status, latency * 1000.0, verdict);
         }
         if d.alerting() {
             let f =
@@ -250,7 +251,7 @@ fn detect_phase(
     method: &http::Method,
     path: &str,
     sent: &http::HeaderMap,
-    body: &[u8],
+    (body, complete): (&[u8], bool),
     jwt: Option<&VerifiedJwt>,
     conn: &InboundConn,
     shared: &Shared,
@@ -267,6 +268,7 @@ fn detect_phase(
         body,
         client: &client,
         ts: detect::now_secs(),
+        truncated: !complete,
     };
     let lookup = HeaderMapLookup(sent);
     let attrs = RequestAttrs {

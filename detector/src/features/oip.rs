@@ -457,10 +457,13 @@ fn parse(json: &[u8]) -> Option<InferRequest<'_>> {
 /// Extract OIP v2 fields from `body` into `sample`. Returns `None` when the
 /// body is not an OIP request at all (no `inputs` key): the caller falls back
 /// to generic JSON fields. A malformed OIP request yields an `invalid`
-/// observation and `Some`.
+/// observation and `Some`; a `truncated` body (a prefix of a longer one)
+/// that does not parse yields nothing, and its binary tensors are not
+/// called short for data that did not arrive.
 pub fn extract(
     body: &[u8],
     header_len: Option<usize>,
+    truncated: bool,
     model: &str,
     ranges: &dyn InputRanges,
     sample: &mut Sample,
@@ -487,6 +490,9 @@ pub fn extract(
         None => {
             if !super::request::contains_ignore_case(json, b"\"inputs\"") {
                 return None;
+            }
+            if truncated {
+                return Some(Summary::default());
             }
             sample.push_cat(FieldKind::Tensor, &name, b"invalid");
             sample.invariant_last();
@@ -533,6 +539,8 @@ pub fn extract(
         let bin_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64);
         let mut count = 0usize;
         let mut mismatch = bad_shape;
+        // The body's end did not arrive within this input's binary data.
+        let mut cut = false;
         match (input.data, bin_size) {
             (Some(f), _) => {
                 nums = f.nums;
@@ -555,7 +563,8 @@ pub fn extract(
                 let take = size.min(binary.len());
                 let (mine, rest) = binary.split_at(take);
                 binary = rest;
-                mismatch |= take < size;
+                cut = truncated && take < size;
+                mismatch |= take < size && !cut;
                 if input.datatype == "BYTES" {
                     count = decode_binary_bytes(mine, &mut strs);
                 } else {
@@ -566,7 +575,7 @@ pub fn extract(
             }
             (None, None) => mismatch = true,
         }
-        mismatch |= declared != count as f64;
+        mismatch |= declared != count as f64 && !cut;
         summary.elements += count;
 
         let put = |sample: &mut Sample, name: &mut String, stat: &str, v: f64| {
@@ -740,7 +749,7 @@ mod tests {
         let body = br#"{"parameters": {"priority": 1}, "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]}]}"#;
         let mut s = crate::score::empty_sample();
         let mut st = ValueStats::default();
-        let sum = extract(body, None, "iris", &NoRanges, &mut s, &mut st).expect("oip");
+        let sum = extract(body, None, false, "iris", &NoRanges, &mut s, &mut st).expect("oip");
         assert_eq!(sum.inputs, 1);
         assert_eq!(sum.elements, 4);
         assert_eq!(get(&s, "iris/x.min"), Some(1.0));
@@ -755,11 +764,11 @@ mod tests {
     fn shape_mismatch_and_bad_shapes_are_seen() {
         let body = br#"{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2]}]}"#;
         let mut s = crate::score::empty_sample();
-        extract(body, None, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        extract(body, None, false, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
         assert_eq!(get(&s, "m/x.mismatch"), Some(1.0));
         let body = br#"{"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": []}]}"#;
         let mut s = crate::score::empty_sample();
-        extract(body, None, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        extract(body, None, false, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
         assert_eq!(get(&s, "m/x.mismatch"), Some(1.0));
     }
 
@@ -772,7 +781,8 @@ mod tests {
         body.extend_from_slice(&3u32.to_le_bytes());
         body.extend_from_slice(b"a<b");
         let mut s = crate::score::empty_sample();
-        let sum = extract(&body, Some(json.len()), "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        let sum =
+            extract(&body, Some(json.len()), false, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
         assert_eq!(sum.elements, 3);
         assert_eq!(get(&s, "m/x.nonfinite"), Some(1.0));
         assert_eq!(get(&s, "m/x.max"), Some(1.5));
@@ -780,12 +790,26 @@ mod tests {
     }
 
     #[test]
+    fn binary_data_cut_by_the_prefix_is_no_mismatch() {
+        let json = br#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}"#;
+        let mut body = json.to_vec();
+        body.extend_from_slice(&1.5f32.to_le_bytes());
+        for (truncated, mismatch) in [(true, 0.0), (false, 1.0)] {
+            let mut s = crate::score::empty_sample();
+            extract(&body, Some(json.len()), truncated, "m", &NoRanges, &mut s, &mut ValueStats::default())
+                .expect("oip");
+            assert_eq!(get(&s, "m/x.mismatch"), Some(mismatch), "truncated: {truncated}");
+        }
+    }
+
+    #[test]
     fn invalid_oip_is_an_observation_and_non_oip_is_none() {
         let mut s = crate::score::empty_sample();
-        let r = extract(br#"{"inputs": [{"name": 5}]}"#, None, "m", &NoRanges, &mut s, &mut ValueStats::default());
+        let r =
+            extract(br#"{"inputs": [{"name": 5}]}"#, None, false, "m", &NoRanges, &mut s, &mut ValueStats::default());
         assert!(r.is_some());
         assert_eq!(s.fields.len(), 1);
-        let r = extract(br#"{"query": "x"}"#, None, "m", &NoRanges, &mut s, &mut ValueStats::default());
+        let r = extract(br#"{"query": "x"}"#, None, false, "m", &NoRanges, &mut s, &mut ValueStats::default());
         assert!(r.is_none());
     }
 
@@ -800,7 +824,7 @@ mod tests {
             let body =
                 format!(r#"{{"inputs": [{{"name": "x", "shape": [{n}], "datatype": "FP32", "data": {data}}}]}}"#);
             let mut s = crate::score::empty_sample();
-            extract(body.as_bytes(), None, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+            extract(body.as_bytes(), None, false, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
             assert_eq!(get(&s, "m/x.nonfinite"), Some(nonfinite), "{data}: {:?}", fields(&s));
             assert_eq!(get(&s, "m/x.mismatch"), Some(0.0), "{data}");
             assert_eq!(get(&s, "m/x.elements"), Some(n as f64), "{data}");
@@ -813,7 +837,7 @@ mod tests {
         // In a BYTES input the same words are text; in strings they are left alone.
         let body = br#"{"parameters": {"note": "NaN"}, "inputs": [{"name": "t", "shape": [2], "datatype": "BYTES", "data": ["nan", "Infinity"]}, {"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}"#;
         let mut s = crate::score::empty_sample();
-        extract(body, None, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        extract(body, None, false, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
         assert_eq!(get(&s, "m/x.nonfinite"), Some(1.0));
         assert_eq!(get(&s, "m/t.nonfinite"), None, "{:?}", fields(&s));
         let texts: Vec<u32> = s.fields.iter().filter(|f| f.kind == FieldKind::TensorBytes).map(|f| f.len).collect();
@@ -873,7 +897,7 @@ mod tests {
             let stack = if cfg!(debug_assertions) { 16 << 20 } else { 512 << 10 };
             let parse = move || {
                 let mut s = crate::score::empty_sample();
-                let r = extract(body.as_bytes(), None, "m", &NoRanges, &mut s, &mut ValueStats::default());
+                let r = extract(body.as_bytes(), None, false, "m", &NoRanges, &mut s, &mut ValueStats::default());
                 if body.contains("\"inputs\"") {
                     assert!(r.is_some());
                     assert_eq!(fields(&s)[0].0, "m.request");
@@ -898,7 +922,7 @@ mod tests {
         );
         let read = |body: &str| {
             let mut s = crate::score::empty_sample();
-            extract(body.as_bytes(), None, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+            extract(body.as_bytes(), None, false, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
             fields(&s)
         };
         let (a, b) = (read(&many), read(&few));

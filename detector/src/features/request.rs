@@ -19,6 +19,10 @@ pub struct Request<'a> {
     pub client: &'a str,
     /// Arrival time in seconds (any epoch, monotone per client is enough).
     pub ts: f64,
+    /// Whether `body` is only the first part of a longer body (the sidecar
+    /// inspects a bounded prefix): what did not arrive is not judged, so a
+    /// cut inference body that does not parse is no broken invariant.
+    pub truncated: bool,
 }
 
 /// Maximum number of fields taken from one request (query + form + JSON +
@@ -299,7 +303,15 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
         } else if looks_json {
             let is_infer = path.ends_with("/infer") || oip_header_len.is_some();
             let done = if is_infer {
-                match oip::extract(body, oip_header_len, oip::model_name(path), ranges, sample, &mut stats) {
+                match oip::extract(
+                    body,
+                    oip_header_len,
+                    req.truncated,
+                    oip::model_name(path),
+                    ranges,
+                    sample,
+                    &mut stats,
+                ) {
                     Some(s) => {
                         body_fields = s.inputs;
                         elements = s.elements as f64;
@@ -386,7 +398,7 @@ mod tests {
     fn the_path_extension_is_a_category() {
         let ext = |uri: &str| {
             let mut sample = crate::score::empty_sample();
-            let req = Request { method: "GET", uri, headers: &[], body: b"", client: "c", ts: 0.0 };
+            let req = Request { method: "GET", uri, headers: &[], body: b"", client: "c", ts: 0.0, truncated: false };
             extract(&req, &oip::NoRanges, &mut sample, &mut Vec::new());
             let o = sample.fields.iter().find(|f| sample.name(f) == ":path#ext").expect("pushed");
             (o.hash, o.len)
@@ -417,7 +429,15 @@ mod tests {
     #[test]
     fn headers_become_lower_case_fields() {
         let headers = [("Content-Type", "text/plain"), ("X-Thing", "1")];
-        let req = Request { method: "GET", uri: "/a?q=1", headers: &headers, body: b"", client: "c", ts: 0.0 };
+        let req = Request {
+            method: "GET",
+            uri: "/a?q=1",
+            headers: &headers,
+            body: b"",
+            client: "c",
+            ts: 0.0,
+            truncated: false,
+        };
         let mut s = crate::score::empty_sample();
         let mut scratch = Vec::new();
         extract(&req, &oip::NoRanges, &mut s, &mut scratch);
@@ -439,6 +459,7 @@ mod tests {
                 body: body.as_bytes(),
                 client: "c",
                 ts: 0.0,
+                truncated: false,
             };
             extract(&req, &oip::NoRanges, &mut crate::score::empty_sample(), &mut Vec::new()).text
         };

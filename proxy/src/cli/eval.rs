@@ -76,8 +76,15 @@ impl Replay {
     /// Score one record, learn from it unless flagged, feed its response.
     fn step(&mut self, r: &RecordRef<'_>) -> meshward_detector::Verdict {
         let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (&*n.0, &*v.0)).collect();
-        let req =
-            Request { method: &r.method, uri: &r.uri, headers: &headers, body: &r.body, client: &r.client, ts: r.ts };
+        let req = Request {
+            method: &r.method,
+            uri: &r.uri,
+            headers: &headers,
+            body: &r.body,
+            client: &r.client,
+            ts: r.ts,
+            truncated: r.body_truncated,
+        };
         let scored = score(&self.model, &mut self.clients, &req);
         if self.learn {
             self.learner.learn(&scored.sample);

@@ -106,7 +106,7 @@ impl Recorder {
         method: &str,
         uri: &str,
         headers: &http::HeaderMap,
-        body: &[u8],
+        (body, complete): (&[u8], bool),
         status: Option<u16>,
         latency_ms: f64,
         verdict: (f64, &str, &str),
@@ -139,6 +139,10 @@ impl Recorder {
         if line.ends_with('}') {
             line.pop();
             let (score, band, action) = verdict;
+            if !complete {
+                // Only the inspected prefix is in the line (see `RecordRef::body_truncated`).
+                line.push_str(",\"body_truncated\":true");
+            }
             line.push_str(&format!(",\"score\":{score},\"band\":\"{band}\",\"action\":\"{action}\"}}\n"));
         }
         let outcome = match self.tx.try_send(line) {

@@ -34,6 +34,7 @@ fn request(ts: f64) -> Request<'static> {
         body: br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1.0]}]}"#,
         client: "10.0.0.1",
         ts,
+        truncated: false,
     }
 }
 

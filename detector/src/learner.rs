@@ -25,7 +25,7 @@ use crate::calibrate::{Calibrator, Thresholds};
 use crate::config::Config;
 use crate::features::{Sample, DIM};
 use crate::model::{Clusters, Model, Standardizer};
-use crate::profile::{Profiles, Stat};
+use crate::profile::{service_level, FieldWhy, Profiles, Stat};
 
 /// Raw vectors kept for re-seeding and cluster radii.
 const RECENT: usize = 4096;
@@ -124,6 +124,17 @@ impl Learner {
         self.refused
     }
 
+    /// Whether `sample` breaks an invariant of the profiles learned so far:
+    /// the scorer marks `broken` against the published model, which lags
+    /// (warm-up, a first model); one NaN learned before then would end the
+    /// invariant for good.
+    fn breaks_invariant(&self, sample: &Sample) -> bool {
+        sample.fields.iter().filter(|o| o.invariant && service_level(o.kind)).any(|o| {
+            let learned = self.profiles.service.field(o.kind, sample.name(o));
+            learned.is_some_and(|p| matches!(p.surprise(o).1, Some(FieldWhy::Broken { .. })))
+        })
+    }
+
     /// Learn from a scored sample; flagged samples are refused, and so are
     /// those that broke an invariant and suspicious ones that would create an
     /// endpoint (their score still counts for calibration).
@@ -134,7 +145,11 @@ impl Learner {
         if sample.model_samples >= self.cfg.warmup_samples {
             self.calibrator.record(sample.raw, sample.flagged);
         }
-        if sample.flagged || sample.broken || (sample.suspicious && sample.new_endpoint) {
+        if sample.flagged
+            || sample.broken
+            || self.breaks_invariant(sample)
+            || (sample.suspicious && sample.new_endpoint)
+        {
             self.refused += 1;
             return Learned::Refused;
         }

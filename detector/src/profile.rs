@@ -363,7 +363,9 @@ impl FieldProfile {
                             // share that was always 0 moving by 2% is not.)
                             let cap = if o.invariant { INVARIANT_CAP } else { UNSEEN_VALUE_CAP };
                             s = s.max((self.num.n as f64 + 2.0).log2().min(cap));
-                            if o.invariant {
+                            // Broken only upwards: a NaN count that was always 3 falling
+                            // to 0 is a change, not a NaN where none was.
+                            if o.invariant && v > hi {
                                 why = FieldWhy::Broken { value: Some(v), learned: self.num.n };
                             }
                         }

@@ -599,18 +599,25 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
         }
     }
 
+    // A broken invariant is flagged whatever else the request holds once it
+    // held in 1/budget learned requests (see `BROKEN_BUDGETS`). Its own bits,
+    // log2 of the count, stay below the anomalous threshold of a busy
+    // service; yet no model computes on a NaN or an unreadable body. The lift
+    // is the broken invariant's, so its reason carries it.
+    let lift = if decisive && model.ready { (model.thresholds.anomalous - acc.raw).max(0.0) } else { 0.0 };
+    if lift > 0.0 {
+        acc.raw += lift;
+        if let Some(r) = acc.reasons.iter_mut().find(|r| matches!(r.why, Why::Field(FieldWhy::Broken { .. }))) {
+            r.contribution += lift;
+        }
+    }
+    let own = acc.raw;
+
     // Reputation: a quarter of the client's recent mean surprise beyond the
     // suspicious threshold (ordinary noise builds none).
     // It raises the score (ranking, alerts) but never the band: a request is
     // flagged on its own evidence, so a client's ordinary requests are not
     // blocked for its odd ones.
-    // A broken invariant is flagged whatever else the request holds once it
-    // held in 1/budget learned requests (see `BROKEN_BUDGETS`). Its own bits,
-    // log2 of the count, stay below the anomalous threshold of a busy
-    // service; yet no model computes on a NaN or an unreadable body.
-    let lift = if decisive && model.ready { (model.thresholds.anomalous - acc.raw).max(0.0) } else { 0.0 };
-    acc.raw += lift;
-    let own = acc.raw;
     let rep = (0.25 * signals.reputation).min(REPUTATION_CAP);
     acc.add(rep, || Reason {
         family: Family::Client,

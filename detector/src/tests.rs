@@ -378,6 +378,35 @@ fn a_nan_below_the_threshold_is_not_learned() {
 }
 
 #[test]
+fn a_nan_before_the_first_model_is_not_learned_either() {
+    // The scorer marks broken invariants against the published model, which
+    // knows none yet; the learner checks the profiles it has built so far.
+    let mut learner = Learner::new(Config::default());
+    let (model, mut clients) = (Model::empty(), Clients::new(100));
+    let headers = [("content-type", "application/json")];
+    let mut sample = |data: &str, ts: f64| {
+        let body = format!(r#"{{"inputs": [{{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [{data}]}}]}}"#);
+        let req = Request {
+            method: "POST",
+            uri: "/v2/models/m/infer",
+            headers: &headers,
+            body: body.as_bytes(),
+            client: "c",
+            ts,
+            truncated: false,
+        };
+        score(&model, &mut clients, &req).sample
+    };
+    for i in 0..50 {
+        assert_eq!(learner.learn(&sample(&format!("{}.5, 2.0", i % 7), f64::from(i))), Learned::Learned);
+    }
+    let nan = sample("NaN, 2.0", 60.0);
+    assert!(!nan.broken, "the empty model knows no invariant");
+    assert_eq!(learner.learn(&nan), Learned::Refused);
+    assert_eq!(learner.learn(&sample("1.5, 2.0", 61.0)), Learned::Learned);
+}
+
+#[test]
 fn a_suspicious_sample_does_not_create_an_endpoint() {
     let mut t = trained(3000);
     let headers = [("content-type", "text/html"), ("user-agent", "shop-client/1.0")];

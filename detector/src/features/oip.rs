@@ -343,29 +343,6 @@ pub fn model_name(path: &str) -> &str {
     "_"
 }
 
-/// Nesting that sonic-rs is trusted with (serde_json's own recursion limit).
-const MAX_DEPTH: usize = 128;
-
-/// Parses the JSON part of an OIP request; `None` if it is not one.
-///
-/// sonic-rs reads tensor data faster than serde_json: `meshward eval` on the
-/// generator's traffic went from 62–65k to 72–74k requests/s on one core,
-/// every score the same (`eval --scores` compared with `cmp` on seeds 1, 7
-/// and 42; perf had serde_json's number reading at a fifth of the time).
-/// Keeping each `data` array raw and reading plain numbers in a loop of our
-/// own was tried and was slower: sonic-rs's skip over the raw array cost as
-/// much as reading it.
-///
-/// But sonic-rs skips values (unknown keys, and any array or object where
-/// another type was expected, before it reports the error) by recursion
-/// without a depth limit: a 100k-deep value overflowed the stack (the class
-/// of cloudwego/sonic-rs#232 and #239). So only a body with at most
-/// [`MAX_DEPTH`] `[` and `{` bytes, which cannot nest deeper whatever its
-/// strings hold, goes to sonic-rs (one `memchr` pass); any other (a batch of
-/// nested rows, say) goes to serde_json, which skips without recursion and
-/// refuses deeper data with an error. A string-aware depth scan instead was
-/// tried and reviewed: sonic-rs skips the four bytes after `\u` unchecked,
-/// so a 43 KB body could hide 20k levels from such a scan.
 /// The non-finite number a string spells, as clients write NaN and
 /// infinities where JSON has no way to: Python's `json.dumps` (`NaN`,
 /// `Infinity`, `-Infinity`), C and numpy (`nan`, `inf`, `-inf`); any case.
@@ -445,6 +422,29 @@ fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
+/// Nesting that sonic-rs is trusted with (serde_json's own recursion limit).
+const MAX_DEPTH: usize = 128;
+
+/// Parses the JSON part of an OIP request; `None` if it is not one.
+///
+/// sonic-rs reads tensor data faster than serde_json: `meshward eval` on the
+/// generator's traffic went from 62–65k to 72–74k requests/s on one core,
+/// every score the same (`eval --scores` compared with `cmp` on seeds 1, 7
+/// and 42; perf had serde_json's number reading at a fifth of the time).
+/// Keeping each `data` array raw and reading plain numbers in a loop of our
+/// own was tried and was slower: sonic-rs's skip over the raw array cost as
+/// much as reading it.
+///
+/// But sonic-rs skips values (unknown keys, and any array or object where
+/// another type was expected, before it reports the error) by recursion
+/// without a depth limit: a 100k-deep value overflowed the stack (the class
+/// of cloudwego/sonic-rs#232 and #239). So only a body with at most
+/// [`MAX_DEPTH`] `[` and `{` bytes, which cannot nest deeper whatever its
+/// strings hold, goes to sonic-rs (one `memchr` pass); any other (a batch of
+/// nested rows, say) goes to serde_json, which skips without recursion and
+/// refuses deeper data with an error. A string-aware depth scan instead was
+/// tried and reviewed: sonic-rs skips the four bytes after `\u` unchecked,
+/// so a 43 KB body could hide 20k levels from such a scan.
 fn parse(json: &[u8]) -> Option<InferRequest<'_>> {
     let openers = memchr::memchr2_iter(b'[', b'{', json).take(MAX_DEPTH + 1).count();
     if openers <= MAX_DEPTH {
@@ -480,6 +480,7 @@ pub fn extract(
     let quoted; // the body with NaN and infinities quoted, if it needed that
     let parsed = match parse(json) {
         Some(r) => Some(r),
+        None if !super::request::contains_ignore_case(json, b"\"inputs\"") => return None,
         None => {
             quoted = quote_non_finite(json);
             quoted.as_deref().and_then(parse)
@@ -488,9 +489,6 @@ pub fn extract(
     let req = match parsed {
         Some(r) => r,
         None => {
-            if !super::request::contains_ignore_case(json, b"\"inputs\"") {
-                return None;
-            }
             if truncated {
                 return Some(Summary::default());
             }
@@ -548,9 +546,10 @@ pub fn extract(
                 count = f.count;
                 mismatch |= f.other > 0;
                 if input.datatype == "BYTES" {
-                    // Text that happens to read "nan" is text here.
-                    if f.words == nums.len() {
-                        nums.clear();
+                    // Text that happens to read "nan" is text here. (JSON numbers
+                    // are finite: every non-finite value came from such a word.)
+                    if f.words > 0 {
+                        nums.retain(|v| v.is_finite());
                     }
                 } else if f.words > 0 {
                     // A NaN in a number tensor is a number (counted as
@@ -835,13 +834,14 @@ mod tests {
             );
         }
         // In a BYTES input the same words are text; in strings they are left alone.
-        let body = br#"{"parameters": {"note": "NaN"}, "inputs": [{"name": "t", "shape": [2], "datatype": "BYTES", "data": ["nan", "Infinity"]}, {"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}"#;
+        let body = br#"{"parameters": {"note": "NaN"}, "inputs": [{"name": "t", "shape": [2], "datatype": "BYTES", "data": ["nan", "Infinity"]}, {"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}, {"name": "u", "shape": [2], "datatype": "BYTES", "data": [1, "nan"]}]}"#;
         let mut s = crate::score::empty_sample();
         extract(body, None, false, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
         assert_eq!(get(&s, "m/x.nonfinite"), Some(1.0));
         assert_eq!(get(&s, "m/t.nonfinite"), None, "{:?}", fields(&s));
+        assert_eq!(get(&s, "m/u.nonfinite"), Some(0.0), "{:?}", fields(&s));
         let texts: Vec<u32> = s.fields.iter().filter(|f| f.kind == FieldKind::TensorBytes).map(|f| f.len).collect();
-        assert_eq!(texts, [3, 8]);
+        assert_eq!(texts, [3, 8, 3]);
     }
 
     fn fnv(b: &[u8]) -> u64 {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use super::oip::SKETCH;
 use super::request::Extra;
-use super::text::TextSketch;
+use super::text::TextSet;
 use super::{fnv1a, FieldKind, Sample};
 use crate::shapiro;
 
@@ -29,10 +29,6 @@ const DISTANCES: usize = 32;
 const RECENT: usize = 16;
 /// Fewest distances before W is computed.
 pub const PRADA_MIN: usize = 20;
-/// Estimated word overlap (Jaccard) from which a text counts as nearly the
-/// same as the client's previous one: a one-word change in a 15-word
-/// sentence keeps about 0.9, two ordinary prompts share 0.1–0.3.
-const NEAR_TEXT: f64 = 0.6;
 /// Relative step below which two successive queries count as a perturbation.
 pub const PERTURBATION: f64 = 0.01;
 /// Distinct credentials in a client's last 16 requests that are never
@@ -87,8 +83,8 @@ pub struct ClientState {
     chain: u16,
     /// Texts in a row nearly the same as the one before.
     rephrased: u16,
-    /// The words of the client's last text.
-    text: TextSketch,
+    /// The texts of the client's last request with text.
+    text: TextSet,
     /// Whether the client's last scored request was flagged: its response's
     /// error is then already explained and does not count as probing.
     last_flagged: bool,
@@ -130,7 +126,7 @@ impl ClientState {
             md_pos: 0,
             chain: 0,
             rephrased: 0,
-            text: TextSketch::default(),
+            text: TextSet::default(),
             last_flagged: false,
             prada: f32::NAN,
             endpoints: [0; RECENT],
@@ -218,8 +214,9 @@ pub struct Signals {
     pub duplicates: f64,
     /// Length of the current chain of tiny perturbations.
     pub chain: f64,
-    /// How many texts in a row, up to this one, were each nearly the same as
-    /// the one before (see [`NEAR_TEXT`]); for requests with text only.
+    /// How many requests with text in a row, up to this one, were each nearly
+    /// the same as the one before (see [`TextSet::near`]); for requests with
+    /// text only.
     pub rephrased: Option<f64>,
     /// PRADA W over the client's nearest-query distances.
     pub prada: Option<f64>,
@@ -692,7 +689,7 @@ impl Clients {
         // Word substitutions (TextFooler) and membership inference send one
         // text over and over with small changes; ordinary users write anew.
         let rephrased = x.text.map(|t| {
-            let near = !st.text.is_empty() && t.similarity(&st.text) >= NEAR_TEXT;
+            let near = t.near(&st.text);
             st.rephrased = if near { st.rephrased.saturating_add(1) } else { 0 };
             st.text = t;
             f64::from(st.rephrased)
@@ -906,7 +903,11 @@ mod tests {
     #[test]
     fn a_text_changed_a_word_at_a_time_is_counted_and_new_texts_are_not() {
         let mut c = Clients::new(10);
-        let said = |t: &str| Extra { text: TextSketch::of(t.as_bytes()), ..Extra::default() };
+        let said = |t: &str| {
+            let mut s = TextSet::default();
+            s.add(t.as_bytes());
+            Extra { text: Some(s), ..Extra::default() }
+        };
         // An attacker swaps one word per request of one sentence.
         let mut words: Vec<&str> = "the service was slow and the staff seemed rude to every guest".split(' ').collect();
         let swaps = ["quick", "kind", "late", "calm", "warm", "cold", "loud", "odd"];

@@ -106,7 +106,10 @@ pub(crate) fn json_field(
         Value::Array(a) if depth > 0 => {
             sample.push_num(kind, &format!("{key}[].count"), a.len() as f64);
             let el = format!("{key}[]");
-            for inner in a.iter().take(8) {
+            // The first and the last four elements: a conversation's opening
+            // instructions and its newest messages (where an injection arrives).
+            let tail = a.len().saturating_sub(4).max(4);
+            for inner in a.iter().take(4).chain(a.iter().skip(tail)) {
                 json_field(kind, &el, inner, sample, stats, name, depth - 1);
             }
         }

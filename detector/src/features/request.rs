@@ -1,7 +1,7 @@
 //! The request family: request line, path normalisation, headers, body bytes,
 //! and the driver that fills a [`Sample`] from a [`Request`].
 
-use super::text::TextSketch;
+use super::text::TextSet;
 use super::{classes_of, is_special, oip, params, percent_decode, FieldKind, Sample, DIM};
 
 /// One request as the detector sees it: borrowed, with the caller's clock.
@@ -51,9 +51,9 @@ pub struct Extra {
     pub credential: Option<u32>,
     /// Identity of the endpoint (method and template), set by the scorer.
     pub endpoint: u32,
-    /// The words of the request's text (BYTES elements, prompts, long
-    /// parameter values), if it had any.
-    pub text: Option<TextSketch>,
+    /// The request's text (BYTES elements, prompts, long parameter values),
+    /// if it had any.
+    pub text: Option<TextSet>,
 }
 
 /// Split an origin-form URI into path and query (a fragment is dropped).
@@ -185,18 +185,14 @@ pub struct ValueStats {
     pub upper: u32,
     /// Of which non-ASCII bytes.
     pub non_ascii: u32,
-    /// The words of the last value that read as text: the newest message of
-    /// a chat, one element of a batch. (Pooled, a chat's fixed system prompt
-    /// or a batch's shared vocabulary made every request look alike.)
-    pub text: Option<TextSketch>,
+    /// The values that read as text (see [`TextSet`]).
+    pub text: TextSet,
 }
 
 impl ValueStats {
     /// Count one value.
     pub fn add(&mut self, v: &[u8]) {
-        if let Some(t) = TextSketch::of(v) {
-            self.text = Some(t);
-        }
+        self.text.add(v);
         self.bytes = self.bytes.saturating_add(v.len() as u32);
         for &b in v {
             self.special += u32::from(is_special(b));
@@ -364,7 +360,15 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
             ^ super::fingerprint(req.uri.as_bytes()).rotate_left(17)
             ^ super::fingerprint_words(body).rotate_left(31)
     };
-    Extra { sketch, deviation, novelty, fingerprint: fp, credential, endpoint: 0, text: stats.text }
+    Extra {
+        sketch,
+        deviation,
+        novelty,
+        fingerprint: fp,
+        credential,
+        endpoint: 0,
+        text: (!stats.text.is_empty()).then_some(stats.text),
+    }
 }
 
 #[inline]
@@ -449,7 +453,7 @@ mod tests {
     }
 
     #[test]
-    fn the_text_compared_is_the_newest_message_not_the_fixed_prompt() {
+    fn a_chats_fixed_prompt_does_not_make_its_requests_alike() {
         let text = |body: &str| {
             let headers = [("content-type", "application/json")];
             let req = Request {
@@ -463,16 +467,25 @@ mod tests {
             };
             extract(&req, &oip::NoRanges, &mut crate::score::empty_sample(), &mut Vec::new()).text
         };
-        let chat = |question: &str| {
+        // Keys sort after "messages" (serde_json orders them); a long
+        // conversation's newest message is read (the last elements of arrays).
+        let chat = |question: &str, history: usize| {
+            let turns: Vec<String> = (0..history)
+                .map(|i| format!(r#"{{"role": "user", "content": "earlier question number {i} here"}}"#))
+                .collect();
             format!(
-                r#"{{"model": "m", "messages": [{{"role": "system", "content": "You are a helpful assistant for the support team of a large online shop, answer briefly and politely."}}, {{"role": "user", "content": "{question}"}}]}}"#
+                r#"{{"model": "m", "messages": [{{"role": "system", "content": "You are a helpful assistant for the support team of a large online shop."}}, {}{{"role": "user", "content": "{question}"}}], "tools": [{{"description": "look up an order by its number and return its status"}}]}}"#,
+                turns.iter().map(|t| format!("{t}, ")).collect::<String>()
             )
         };
-        let a = text(&chat("how do I reset my password")).expect("text");
-        let b = text(&chat("where is my parcel from last week")).expect("text");
-        let a2 = text(&chat("how do I reset my  password ")).expect("text");
-        assert!(a.similarity(&b) < 0.3, "{}", a.similarity(&b));
-        assert_eq!(a.similarity(&a2), 1.0);
+        for history in [0, 12] {
+            let a = text(&chat("how do I reset my password", history)).expect("text");
+            let b = text(&chat("where is my parcel from last week", history)).expect("text");
+            let a2 = text(&chat("how do I reset my  Password ", history)).expect("text");
+            let a3 = text(&chat("how do I reset my login", history)).expect("text");
+            assert!(!b.near(&a), "history {history}");
+            assert!(a2.near(&a) && a3.near(&a), "history {history}");
+        }
         assert_eq!(text(r#"{"model": "m", "n": 2}"#), None);
     }
 }

@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::features::{Sample, DIM};
 use crate::model::{Clusters, Model, Standardizer};
 use crate::profile::{service_level, FieldWhy, Profiles, Stat};
+use crate::score::BROKEN_BUDGETS;
 
 /// Raw vectors kept for re-seeding and cluster radii.
 const RECENT: usize = 4096;
@@ -124,20 +125,25 @@ impl Learner {
         self.refused
     }
 
-    /// Whether `sample` breaks an invariant of the profiles learned so far:
-    /// the scorer marks `broken` against the published model, which lags
-    /// (warm-up, a first model); one NaN learned before then would end the
-    /// invariant for good.
+    /// Whether `sample` breaks an invariant of the profiles learned so far
+    /// that held in 1/budget observations (the scorer's rule for flagging
+    /// it, `BROKEN_BUDGETS`): the scorer judges against the published model,
+    /// which lags (warm-up, a first model), and one NaN learned then would
+    /// end the invariant for good. A younger invariant still learns: NaN
+    /// that a service's clients send now and then is theirs to send.
     fn breaks_invariant(&self, sample: &Sample) -> bool {
         sample.fields.iter().filter(|o| o.invariant && service_level(o.kind)).any(|o| {
             let learned = self.profiles.service.field(o.kind, sample.name(o));
-            learned.is_some_and(|p| matches!(p.surprise(o).1, Some(FieldWhy::Broken { .. })))
+            learned.is_some_and(|p| match p.surprise(o).1 {
+                Some(FieldWhy::Broken { learned, .. }) => learned as f64 * self.cfg.fp_budget >= BROKEN_BUDGETS,
+                _ => false,
+            })
         })
     }
 
     /// Learn from a scored sample; flagged samples are refused, and so are
-    /// those that broke an invariant and suspicious ones that would create an
-    /// endpoint (their score still counts for calibration).
+    /// those that broke a settled invariant and suspicious ones that would
+    /// create an endpoint (their score still counts for calibration).
     pub fn learn(&mut self, sample: &Sample) -> Learned {
         // Scores from a model that has not finished warm-up are not what a
         // mature model gives: they would inflate the thresholds for a whole
@@ -145,11 +151,7 @@ impl Learner {
         if sample.model_samples >= self.cfg.warmup_samples {
             self.calibrator.record(sample.raw, sample.flagged);
         }
-        if sample.flagged
-            || sample.broken
-            || self.breaks_invariant(sample)
-            || (sample.suspicious && sample.new_endpoint)
-        {
+        if sample.flagged || self.breaks_invariant(sample) || (sample.suspicious && sample.new_endpoint) {
             self.refused += 1;
             return Learned::Refused;
         }

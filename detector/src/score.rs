@@ -355,7 +355,6 @@ pub fn empty_sample() -> Sample {
         warming_up: true,
         suspicious: false,
         new_endpoint: false,
-        broken: false,
         model_samples: 0,
     }
 }
@@ -455,8 +454,8 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     // surprise plus a quarter of the rest.
     let mut group = Group::default();
     let mut required_seen = [0usize; 2];
-    // A broken invariant, and whether it held often enough to be rarer than the budget.
-    let (mut broken, mut decisive) = (false, false);
+    // Whether a broken invariant held often enough to be rarer than the budget.
+    let mut decisive = false;
     for o in &sample.fields {
         let name = sample.name(o);
         let owner = if service_level(o.kind) { Some(&profiles.service) } else { endpoint };
@@ -502,7 +501,6 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
             None => continue,
         };
         if let Why::Field(FieldWhy::Broken { learned, .. }) = why {
-            broken = true;
             decisive |= learned as f64 * model.fp_budget >= BROKEN_BUDGETS;
         }
         let make = || Reason { family, kind: Some(o.kind), name: name.to_string(), contribution: 0.0, why };
@@ -513,7 +511,6 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
         }
     }
     group.flush(&mut acc);
-    sample.broken = broken;
 
     // Usual fields that are missing. The field loop counted the required ones
     // it saw; only when a count falls short are names compared.
@@ -607,7 +604,11 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
     let lift = if decisive && model.ready { (model.thresholds.anomalous - acc.raw).max(0.0) } else { 0.0 };
     if lift > 0.0 {
         acc.raw += lift;
-        if let Some(r) = acc.reasons.iter_mut().find(|r| matches!(r.why, Why::Field(FieldWhy::Broken { .. }))) {
+        let held = |r: &Reason| match r.why {
+            Why::Field(FieldWhy::Broken { learned, .. }) => learned,
+            _ => 0,
+        };
+        if let Some(r) = acc.reasons.iter_mut().max_by_key(|r| held(r)) {
             r.contribution += lift;
         }
     }

@@ -61,7 +61,7 @@ pub const OIP_HEADER: usize = 3;
 
 /// An OIP v2 inference body. Byte 0: bit 0 set means the binary tensor
 /// extension, with bytes 1-2 (little-endian) as `Inference-Header-Content-Length`;
-/// the rest is the body. Extraction never panics and is deterministic, every
+/// bit 1 set means the body is a truncated prefix; the rest is the body. Extraction never panics and is deterministic, every
 /// field name lies inside the sample's name arena, numbers are finite; a
 /// model trained on a few requests scores the body with a finite raw score
 /// and a score in [0, 1].
@@ -71,9 +71,10 @@ pub fn check_oip_v2(data: &[u8]) {
     use meshward_detector::{score, Clients, Request};
     let Some(body) = data.get(OIP_HEADER..) else { return };
     let header_len = (data[0] & 1 == 1).then(|| usize::from(u16::from_le_bytes([data[1], data[2]])));
+    let truncated = data[0] & 2 == 2;
     let run = || {
         let mut s = meshward_detector::score::empty_sample();
-        let summary = extract(body, header_len, "m", &NoRanges, &mut s, &mut ValueStats::default());
+        let summary = extract(body, header_len, truncated, "m", &NoRanges, &mut s, &mut ValueStats::default());
         (summary.map(|x| (x.inputs, x.elements)), s)
     };
     let (a, sa) = run();
@@ -96,7 +97,15 @@ pub fn check_oip_v2(data: &[u8]) {
         vec![("content-type", "application/json")]
     };
     let mut clients = Clients::new(4);
-    let req = Request { method: "POST", uri: "/v2/models/m/infer", headers: &headers, body, client: "fuzz", ts: 1e6, truncated: false };
+    let req = Request {
+        method: "POST",
+        uri: "/v2/models/m/infer",
+        headers: &headers,
+        body,
+        client: "fuzz",
+        ts: 1e6,
+        truncated,
+    };
     let v = score(model, &mut clients, &req).verdict;
     assert!(v.raw.is_finite() && v.raw >= 0.0, "raw score {}", v.raw);
     assert!((0.0..=1.0).contains(&v.score), "score {}", v.score);

@@ -126,7 +126,7 @@ pub async fn inbound(
                 let cfg = det.config();
                 let ins = detect::body::inspect(body, cfg.max_inspect_bytes, cfg.inspect_wait).await;
                 body = ins.body;
-                (ins.prefix, ins.complete)
+                (ins.prefix, !ins.cut)
             };
             let (d, result) = detect_phase(
                 det,

@@ -273,12 +273,6 @@ pub struct Sample {
     /// below the threshold would otherwise make the next scanner's hit on the
     /// same path score nothing.
     pub new_endpoint: bool,
-    /// Whether it broke a learned invariant (NaN/Inf in an input that never
-    /// had any, an inference body that does not parse where all did). Such a
-    /// sample is not learned, whatever its band: one that stayed below the
-    /// threshold would otherwise end the invariant, and the next NaN would
-    /// count for nothing.
-    pub broken: bool,
     /// Samples the scoring model had learned (calibration skips young models).
     pub model_samples: u64,
 }

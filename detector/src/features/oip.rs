@@ -457,9 +457,9 @@ fn parse(json: &[u8]) -> Option<InferRequest<'_>> {
 /// Extract OIP v2 fields from `body` into `sample`. Returns `None` when the
 /// body is not an OIP request at all (no `inputs` key): the caller falls back
 /// to generic JSON fields. A malformed OIP request yields an `invalid`
-/// observation and `Some`; a `truncated` body (a prefix of a longer one)
-/// that does not parse yields nothing, and its binary tensors are not
-/// called short for data that did not arrive.
+/// observation and `Some`; a `truncated` body (the first bytes of a longer
+/// one) that does not parse yields a `truncated` observation, no invariant,
+/// and its binary tensors are not called short for data that did not arrive.
 pub fn extract(
     body: &[u8],
     header_len: Option<usize>,
@@ -490,6 +490,9 @@ pub fn extract(
         Some(r) => r,
         None => {
             if truncated {
+                // A category like any other (no invariant): learned where
+                // large bodies are ordinary, unseen where they are not.
+                sample.push_cat(FieldKind::Tensor, &name, b"truncated");
                 return Some(Summary::default());
             }
             sample.push_cat(FieldKind::Tensor, &name, b"invalid");
@@ -569,7 +572,7 @@ pub fn extract(
                 } else {
                     decode_binary(&input.datatype, mine, &mut nums);
                     count = nums.len();
-                    mismatch |= dtype_size(&input.datatype).is_none_or(|s| mine.len() % s != 0);
+                    mismatch |= !cut && dtype_size(&input.datatype).is_none_or(|s| mine.len() % s != 0);
                 }
             }
             (None, None) => mismatch = true,
@@ -793,6 +796,8 @@ mod tests {
         let json = br#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}"#;
         let mut body = json.to_vec();
         body.extend_from_slice(&1.5f32.to_le_bytes());
+        // Cut inside the second element, too.
+        body.extend_from_slice(&[0, 0]);
         for (truncated, mismatch) in [(true, 0.0), (false, 1.0)] {
             let mut s = crate::score::empty_sample();
             extract(&body, Some(json.len()), truncated, "m", &NoRanges, &mut s, &mut ValueStats::default())

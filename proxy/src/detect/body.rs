@@ -17,8 +17,14 @@ use crate::http::body::{BoxError, ProxyBody};
 pub struct Inspected {
     /// Up to the inspection limit of the body's first bytes (contiguous).
     pub prefix: Bytes,
-    /// Whether `prefix` is the whole body.
+    /// Whether the body ended while it was read (`prefix` is the whole body
+    /// unless `cut`).
     pub complete: bool,
+    /// Whether the byte limit cut the body: `prefix` is its first `limit`
+    /// bytes and more followed. (Not when the wait ran out: how long a body
+    /// takes is the client's choice, and a body judged as cut is not read
+    /// for tensors, so a client could hide one by sending it slowly.)
+    pub cut: bool,
     /// The whole body, prefix first, then whatever was not read yet.
     pub body: ProxyBody,
 }
@@ -31,6 +37,7 @@ pub async fn inspect(mut body: ProxyBody, limit: usize, wait: Duration) -> Inspe
     let mut frames: VecDeque<Result<Frame<Bytes>, BoxError>> = VecDeque::new();
     let mut prefix = BytesMut::new();
     let mut complete = body.is_end_stream();
+    let mut cut = false;
     let deadline = tokio::time::Instant::now() + wait;
     while !complete && prefix.len() < limit {
         match tokio::time::timeout_at(deadline, body.frame()).await {
@@ -39,6 +46,7 @@ pub async fn inspect(mut body: ProxyBody, limit: usize, wait: Duration) -> Inspe
             Ok(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let room = limit - prefix.len();
+                    cut |= data.len() > room;
                     prefix.extend_from_slice(&data[..data.len().min(room)]);
                 } else {
                     // Trailers end the body.
@@ -55,8 +63,9 @@ pub async fn inspect(mut body: ProxyBody, limit: usize, wait: Duration) -> Inspe
             complete = true;
         }
     }
+    cut |= !complete && prefix.len() >= limit;
     let rest = if complete { None } else { Some(body) };
-    Inspected { prefix: prefix.freeze(), complete, body: Replayed { frames, rest }.boxed_unsync() }
+    Inspected { prefix: prefix.freeze(), complete, cut, body: Replayed { frames, rest }.boxed_unsync() }
 }
 
 /// Frames already read, then the rest of the stream.
@@ -120,7 +129,7 @@ mod tests {
     #[tokio::test]
     async fn a_small_body_is_read_whole_and_forwarded_unchanged() {
         let got = inspect(chunks(&[b"{\"inputs\":", b"[]}"]), 1024, Duration::from_secs(1)).await;
-        assert!(got.complete);
+        assert!(got.complete && !got.cut);
         assert_eq!(&got.prefix[..], b"{\"inputs\":[]}");
         assert_eq!(all(got.body).await, b"{\"inputs\":[]}");
     }
@@ -128,9 +137,27 @@ mod tests {
     #[tokio::test]
     async fn a_large_body_is_cut_for_inspection_but_forwarded_whole() {
         let got = inspect(chunks(&[b"0123456789", b"abcdef", b"XYZ"]), 12, Duration::from_secs(1)).await;
-        assert!(!got.complete);
+        assert!(!got.complete && got.cut);
         assert_eq!(&got.prefix[..], b"0123456789ab");
         assert_eq!(all(got.body).await, b"0123456789abcdefXYZ");
+    }
+
+    #[tokio::test]
+    async fn one_frame_past_the_limit_is_cut_though_the_body_ended() {
+        // A sized body arrives as one frame and ends with it.
+        let body = http_body_util::Full::new(Bytes::from_static(b"0123456789abcdefXYZ"))
+            .map_err(|e| match e {})
+            .boxed_unsync();
+        let got = inspect(body, 12, Duration::from_secs(1)).await;
+        assert!(got.complete && got.cut);
+        assert_eq!(&got.prefix[..], b"0123456789ab");
+        assert_eq!(all(got.body).await, b"0123456789abcdefXYZ");
+        // Exactly the limit, ended: the whole body. (A stream that stops at
+        // the limit without saying it ended counts as cut: more may follow.)
+        let body =
+            http_body_util::Full::new(Bytes::from_static(b"0123456789ab")).map_err(|e| match e {}).boxed_unsync();
+        let got = inspect(body, 12, Duration::from_secs(1)).await;
+        assert!(got.complete && !got.cut, "a body of exactly the limit is whole");
     }
 
     #[tokio::test]
@@ -149,7 +176,8 @@ mod tests {
         let started = tokio::time::Instant::now();
         let got = inspect(body, 1024, Duration::from_millis(50)).await;
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert!(!got.complete);
+        // Slow, not cut: judged on what came.
+        assert!(!got.complete && !got.cut);
         assert_eq!(&got.prefix[..], b"first");
         tx.send(Ok(Frame::data(Bytes::from_static(b"-second")))).await.expect("send");
         drop(tx);

@@ -205,6 +205,42 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_body_is_recorded_as_such_and_replays_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rec.jsonl");
+        let rec = Recorder::start(&path, 1 << 20, false, Metrics::new()).expect("start");
+        let headers = http::HeaderMap::new();
+        for complete in [true, false] {
+            rec.record(
+                1.0,
+                "c",
+                "POST",
+                "/v2/models/m/infer",
+                &headers,
+                (b"{\"inputs\"", complete),
+                None,
+                1.0,
+                (0.1, "normal", "allow"),
+            );
+        }
+        drop(rec);
+        // The writer thread flushes within its 100 ms idle tick, and at its end.
+        let started = std::time::Instant::now();
+        let lines = loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.lines().count() == 2 || started.elapsed() > std::time::Duration::from_secs(5) {
+                break text;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let cut: Vec<bool> = lines
+            .lines()
+            .map(|l| crate::dataset::RecordRef::from_json_line(l).expect("an eval line").body_truncated)
+            .collect();
+        assert_eq!(cut, [false, true]);
+    }
+
+    #[test]
     fn credentials_keep_shape_and_identity_but_lose_their_value() {
         let key = [7u8; 32];
         let token = "Bearer eyJhbGciOi.eyJzdWIiOiJhbGljZSJ9.J9-x_1";

@@ -540,3 +540,41 @@ async fn a_rate_limit_action_slows_the_client_to_the_reduced_rate() {
     let (s, _, _) = infer_full(&normals[0], inbound, normal_body(99_999)).await;
     assert_eq!(s, 200, "other clients are not slowed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nan_as_python_writes_it_is_blocked_once_1_over_budget_learned_calls_had_none() {
+    let pki = Pki::new();
+    let app = EchoApp::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("guard.yaml"), anomaly_policy(false)).expect("policy");
+    // A 0.5% budget: the 300 warm-up calls without NaN are more than
+    // 1/budget (200), which settles the invariant.
+    let inbound = free_addr();
+    let yaml = format!(
+        "{}inbound: {{listen: '{inbound}', app: '{}', mode: permissive}}\npolicy: {{paths: ['{}'], reload_interval: 100ms}}\ndetector: {{client_key: [ip], tuning: {{warmup_samples: 300, publish_every: 100, fp_budget: 0.005}}}}\n",
+        pki.identity_yaml("server"),
+        app.addr,
+        dir.path().display()
+    );
+    let p = Proxy::start(&yaml);
+    let normals: Vec<Http> = (2..=6).map(client_from).collect();
+    let sent = warm_up(&p, inbound, &normals).await;
+    // An ordinary call, and the same call with its second value NaN as
+    // Python's json.dumps writes it (the model server reads it), padded in
+    // its id to the same length.
+    let normal = normal_body(sent + 1);
+    let start = normal.find("\"data\":[").expect("data") + 8;
+    let second = start + normal[start..].find(',').expect("a second value") + 1;
+    let end = second + normal[second..].find(',').expect("a third value");
+    let pad = "x".repeat(end - second - 3);
+    let nan =
+        format!("{}NaN{}", &normal[..second], &normal[end..]).replacen("\"id\":\"", &format!("\"id\":\"{pad}"), 1);
+    assert_eq!(nan.len(), normal.len(), "{nan}");
+    let (s, code) = infer(&client_from(11), inbound, nan).await;
+    let decisions = admin_get(p.admin, "/detector/decisions").unwrap_or_default().1;
+    assert_eq!((s, code.as_str()), (403, "anomaly_blocked"), "{decisions}");
+    assert!(decisions.contains("1 NaN/Inf values in input 'fraud/features' (none in"), "{decisions}");
+    // The ordinary call, from another new client, passes.
+    let (s, _) = infer(&client_from(12), inbound, normal).await;
+    assert_eq!(s, 200, "{}", admin_get(p.admin, "/detector/decisions").unwrap_or_default().1);
+}

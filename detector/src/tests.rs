@@ -229,6 +229,38 @@ fn a_body_cut_short_by_the_sidecar_is_not_called_unreadable() {
 }
 
 #[test]
+fn a_compressed_body_is_judged_inflated() {
+    use flate2::{write::GzEncoder, Compression};
+    use std::io::Write;
+    let mut t = trained(6000);
+    let body = infer_body(&[5.1, 6.0, 400.0, 8.1]);
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(body.as_bytes()).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    let judge_gz = |t: &mut Trained, encoding: &str| {
+        t.ts += 0.05;
+        let headers =
+            [("content-type", "application/json"), ("user-agent", "shop-client/1.0"), ("content-encoding", encoding)];
+        let req = Request {
+            method: "POST",
+            uri: "/v2/models/iris/infer",
+            headers: &headers,
+            body: &gz,
+            client: "client-2",
+            ts: t.ts,
+            truncated: false,
+        };
+        score(&t.model, &mut t.clients, &req).verdict
+    };
+    let out_of_range = |v: &Verdict| v.reasons.iter().any(|r| r.message().contains("above the learned range"));
+    let v = judge_gz(&mut t, "gzip");
+    assert!(out_of_range(&v), "{v:#?}");
+    // Under an encoding it does not know, the body is scored as sent.
+    let v = judge_gz(&mut t, "br");
+    assert!(!out_of_range(&v), "{v:#?}");
+}
+
+#[test]
 fn nan_and_infinity_as_clients_write_them_are_flagged_as_such() {
     let mut t = trained(6000);
     // A busy service's threshold, above the NaN's own 11 bits (log2 of the

@@ -248,6 +248,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     let nq = params::urlencoded(query.as_bytes(), FieldKind::Query, sample, &mut stats, scratch);
 
     let mut ct = "";
+    let mut encoding = None;
     let mut header_bytes = 0usize;
     let mut oip_header_len = None;
     let mut credential = None;
@@ -266,6 +267,8 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
         let hash = super::fnv1a(vb);
         if lname == "content-type" {
             ct = value;
+        } else if lname == "content-encoding" {
+            encoding = Some(*value);
         } else if lname == "inference-header-content-length" {
             oip_header_len = value.trim().parse::<usize>().ok();
         } else if matches!(lname, "authorization" | "cookie" | "x-api-key" | "api-key") && credential.is_none() {
@@ -287,7 +290,13 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     let mut sketch = None;
     let mut deviation = None;
     let mut novelty = None;
-    let body = req.body;
+    // A compressed body is scored as the model server reads it (see `encoding`).
+    let mut inflated = Vec::new();
+    let inflate = encoding.and_then(|e| super::encoding::inflate(e, req.body, req.truncated, &mut inflated));
+    let (body, truncated) = match inflate {
+        Some(cut) => (&inflated[..], cut),
+        None => (req.body, req.truncated),
+    };
     if !body.is_empty() {
         let ct_l = ct.as_bytes();
         let is_form = contains_ignore_case(ct_l, b"x-www-form-urlencoded");
@@ -299,15 +308,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
         } else if looks_json {
             let is_infer = path.ends_with("/infer") || oip_header_len.is_some();
             let done = if is_infer {
-                match oip::extract(
-                    body,
-                    oip_header_len,
-                    req.truncated,
-                    oip::model_name(path),
-                    ranges,
-                    sample,
-                    &mut stats,
-                ) {
+                match oip::extract(body, oip_header_len, truncated, oip::model_name(path), ranges, sample, &mut stats) {
                     Some(s) => {
                         body_fields = s.inputs;
                         elements = s.elements as f64;

@@ -140,9 +140,21 @@ fn sidecar(pki: &Pki, app: SocketAddr, policy_dir: &Path, extra: &str) -> (Proxy
 /// with the detector keyed by client IP, `extra` detector settings and
 /// `more` top-level YAML.
 fn sidecar_with(pki: &Pki, app: SocketAddr, policy_dir: &Path, extra: &str, more: &str) -> (Proxy, SocketAddr) {
+    sidecar_tuned(pki, app, policy_dir, "", extra, more)
+}
+
+/// [`sidecar_with`], with `tuning` added to the detector's model settings.
+fn sidecar_tuned(
+    pki: &Pki,
+    app: SocketAddr,
+    policy_dir: &Path,
+    tuning: &str,
+    extra: &str,
+    more: &str,
+) -> (Proxy, SocketAddr) {
     let inbound = free_addr();
     let yaml = format!(
-        "{}inbound: {{listen: '{inbound}', app: '{app}', mode: permissive}}\npolicy: {{paths: ['{}'], reload_interval: 100ms}}\ndetector: {{client_key: [ip], tuning: {{warmup_samples: 300, publish_every: 100}}{extra}}}\n{more}",
+        "{}inbound: {{listen: '{inbound}', app: '{app}', mode: permissive}}\npolicy: {{paths: ['{}'], reload_interval: 100ms}}\ndetector: {{client_key: [ip], tuning: {{warmup_samples: 300, publish_every: 100{tuning}}}{extra}}}\n{more}",
         pki.identity_yaml("server"),
         policy_dir.display()
     );
@@ -549,14 +561,7 @@ async fn a_nan_as_python_writes_it_is_blocked_once_1_over_budget_learned_calls_h
     std::fs::write(dir.path().join("guard.yaml"), anomaly_policy(false)).expect("policy");
     // A 0.5% budget: the 300 warm-up calls without NaN are more than
     // 1/budget (200), which settles the invariant.
-    let inbound = free_addr();
-    let yaml = format!(
-        "{}inbound: {{listen: '{inbound}', app: '{}', mode: permissive}}\npolicy: {{paths: ['{}'], reload_interval: 100ms}}\ndetector: {{client_key: [ip], tuning: {{warmup_samples: 300, publish_every: 100, fp_budget: 0.005}}}}\n",
-        pki.identity_yaml("server"),
-        app.addr,
-        dir.path().display()
-    );
-    let p = Proxy::start(&yaml);
+    let (p, inbound) = sidecar_tuned(&pki, app.addr, dir.path(), ", fp_budget: 0.005", "", "");
     let normals: Vec<Http> = (2..=6).map(client_from).collect();
     let sent = warm_up(&p, inbound, &normals).await;
     // An ordinary call, and the same call with its second value NaN as

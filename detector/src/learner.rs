@@ -25,8 +25,8 @@ use crate::calibrate::{Calibrator, Thresholds};
 use crate::config::Config;
 use crate::features::{Sample, DIM};
 use crate::model::{Clusters, Model, Standardizer};
-use crate::profile::{service_level, FieldWhy, Profiles, Stat};
-use crate::score::BROKEN_BUDGETS;
+use crate::profile::{service_level, Profiles, Stat};
+use crate::score::settled_invariant_broken;
 
 /// Raw vectors kept for re-seeding and cluster radii.
 const RECENT: usize = 4096;
@@ -134,10 +134,7 @@ impl Learner {
     fn breaks_invariant(&self, sample: &Sample) -> bool {
         sample.fields.iter().filter(|o| o.invariant && service_level(o.kind)).any(|o| {
             let learned = self.profiles.service.field(o.kind, sample.name(o));
-            learned.is_some_and(|p| match p.surprise(o).1 {
-                Some(FieldWhy::Broken { learned, .. }) => learned as f64 * self.cfg.fp_budget >= BROKEN_BUDGETS,
-                _ => false,
-            })
+            learned.is_some_and(|p| p.surprise(o).1.is_some_and(|w| settled_invariant_broken(&w, self.cfg.fp_budget)))
         })
     }
 

@@ -33,6 +33,13 @@ pub const NOVELTY_CAP: f64 = 6.0;
 /// the rule of three's 95%, left NaN requests of a service trained on 2,000
 /// requests unflagged in a probe, at no false positive saved anywhere.)
 pub const BROKEN_BUDGETS: f64 = 1.0;
+
+/// Whether `why` is a broken invariant that held long enough to decide on
+/// its own at this budget (see [`BROKEN_BUDGETS`]); the learner refuses
+/// such samples by the same rule.
+pub(crate) fn settled_invariant_broken(why: &FieldWhy, fp_budget: f64) -> bool {
+    matches!(why, FieldWhy::Broken { learned, .. } if *learned as f64 * fp_budget >= BROKEN_BUDGETS)
+}
 /// Most bits a client's reputation adds to one request.
 pub const REPUTATION_CAP: f64 = 6.0;
 /// Reputation (decayed mean of recent excess bits over the suspicious
@@ -500,8 +507,8 @@ pub fn score(model: &Model, clients: &mut Clients, req: &Request<'_>) -> Scored 
             None if o.kind != FieldKind::Client => (owner.unseen_field(o.kind), Why::UnseenField),
             None => continue,
         };
-        if let Why::Field(FieldWhy::Broken { learned, .. }) = why {
-            decisive |= learned as f64 * model.fp_budget >= BROKEN_BUDGETS;
+        if let Why::Field(w) = &why {
+            decisive |= settled_invariant_broken(w, model.fp_budget);
         }
         let make = || Reason { family, kind: Some(o.kind), name: name.to_string(), contribution: 0.0, why };
         if group.key.is_empty() {

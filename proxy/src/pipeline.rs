@@ -120,13 +120,13 @@ pub async fn inbound(
     let mut recording = None;
     let authz = match (authz, &shared.detector, sent_headers) {
         (Ok(which), Some(det), Some(sent)) => {
-            let (inspected, complete) = if is_grpc(&sent) {
-                (bytes::Bytes::new(), true)
+            let (inspected, cut) = if is_grpc(&sent) {
+                (bytes::Bytes::new(), false)
             } else {
                 let cfg = det.config();
                 let ins = detect::body::inspect(body, cfg.max_inspect_bytes, cfg.inspect_wait).await;
                 body = ins.body;
-                (ins.prefix, !ins.cut)
+                (ins.prefix, ins.cut)
             };
             let (d, result) = detect_phase(
                 det,
@@ -135,7 +135,7 @@ pub async fn inbound(
                 &method,
                 &path,
                 &sent,
-                (&inspected, complete),
+                (&inspected, cut),
                 jwt.as_deref(),
                 &conn,
                 &shared,
@@ -144,7 +144,7 @@ pub async fn inbound(
             detected = Some(d);
             if det.recorder.is_some() {
                 let target = parts.uri.path_and_query().map_or_else(|| path.clone(), |pq| pq.as_str().to_owned());
-                recording = Some((sent, (inspected, complete), target));
+                recording = Some((sent, (inspected, cut), target));
             }
             result.map(|()| which)
         }
@@ -251,7 +251,7 @@ fn detect_phase(
     method: &http::Method,
     path: &str,
     sent: &http::HeaderMap,
-    (body, complete): (&[u8], bool),
+    (body, cut): (&[u8], bool),
     jwt: Option<&VerifiedJwt>,
     conn: &InboundConn,
     shared: &Shared,
@@ -268,7 +268,7 @@ fn detect_phase(
         body,
         client: &client,
         ts: detect::now_secs(),
-        truncated: !complete,
+        truncated: cut,
     };
     let lookup = HeaderMapLookup(sent);
     let attrs = RequestAttrs {

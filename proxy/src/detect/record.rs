@@ -106,7 +106,7 @@ impl Recorder {
         method: &str,
         uri: &str,
         headers: &http::HeaderMap,
-        (body, complete): (&[u8], bool),
+        (body, cut): (&[u8], bool),
         status: Option<u16>,
         latency_ms: f64,
         verdict: (f64, &str, &str),
@@ -139,7 +139,7 @@ impl Recorder {
         if line.ends_with('}') {
             line.pop();
             let (score, band, action) = verdict;
-            if !complete {
+            if cut {
                 // Only the inspected prefix is in the line (see `RecordRef::body_truncated`).
                 line.push_str(",\"body_truncated\":true");
             }
@@ -210,14 +210,14 @@ mod tests {
         let path = dir.path().join("rec.jsonl");
         let rec = Recorder::start(&path, 1 << 20, false, Metrics::new()).expect("start");
         let headers = http::HeaderMap::new();
-        for complete in [true, false] {
+        for cut in [false, true] {
             rec.record(
                 1.0,
                 "c",
                 "POST",
                 "/v2/models/m/infer",
                 &headers,
-                (b"{\"inputs\"", complete),
+                (b"{\"inputs\"", cut),
                 None,
                 1.0,
                 (0.1, "normal", "allow"),

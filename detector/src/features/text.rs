@@ -107,7 +107,7 @@ impl TextSketch {
     }
 }
 
-/// FNV-1a over the lower-cased word.
+/// [`super::fnv1a`] of the lower-cased word, folded as it is read (no copy).
 fn word_hash(w: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in w {
@@ -161,9 +161,8 @@ impl TextSet {
             return true;
         }
         let held = |t: &TextSketch, other: &TextSet| other.texts().iter().any(|o| o.whole == t.whole);
-        let mine = self.texts().iter().filter(|t| !held(t, previous));
-        mine.into_iter()
-            .any(|t| previous.texts().iter().filter(|p| !held(p, self)).any(|p| t.similarity(p) >= NEAR_TEXT))
+        let mut mine = self.texts().iter().filter(|t| !held(t, previous));
+        mine.any(|t| previous.texts().iter().filter(|p| !held(p, self)).any(|p| t.similarity(p) >= NEAR_TEXT))
     }
 }
 

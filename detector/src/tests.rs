@@ -203,28 +203,40 @@ fn an_unparsable_inference_body_weighs_more_than_an_unseen_value() {
 }
 
 #[test]
-fn a_body_cut_short_by_the_sidecar_is_not_called_unreadable() {
+fn a_body_cut_short_by_the_sidecar_is_judged_on_what_arrived() {
     // The sidecar inspects a bounded prefix of large or slow bodies.
     let mut t = trained(6000);
-    let body = infer_body(&[5.1, 6.0, 7.2, 8.1]);
-    let cut = &body.as_bytes()[..body.len() - 10];
     let headers = [("content-type", "application/json"), ("user-agent", "shop-client/1.0")];
-    let req = Request {
+    let req = |body, ts| Request {
         method: "POST",
         uri: "/v2/models/iris/infer",
         headers: &headers,
-        body: cut,
+        body,
         client: "client-3",
-        ts: 1e6,
+        ts,
         truncated: true,
     };
-    let v = score(&t.model, &mut t.clients, &req).verdict;
-    // An unseen value (a cut body was never learned here), not a broken
-    // invariant (which would be decisive: 1985 learned >= 1/budget).
+    let about_the_body = |v: &Verdict| {
+        v.reasons.iter().any(|r| [".request", ".mismatch", ".elements", ".inputs"].iter().any(|f| r.name.ends_with(f)))
+    };
+    // Cut inside the data: read up to its last whole number. Nothing is short
+    // or unreadable, and what arrived is judged.
+    let body = infer_body(&[5.1, 6.0, 7.2, 8.1]);
+    let v = score(&t.model, &mut t.clients, &req(&body.as_bytes()[..body.len() - 10], 1e6)).verdict;
+    assert!(!v.flagged() && !about_the_body(&v), "{v:#?}");
+    let body = infer_body(&[5.1, 400.0, 7.2, 8.1]);
+    let v = score(&t.model, &mut t.clients, &req(&body.as_bytes()[..body.len() - 10], 1e6 + 1.0)).verdict;
+    assert!(v.flagged() && !about_the_body(&v), "{v:#?}");
+    assert!(v.reasons.iter().any(|r| r.message().contains("above the learned range")), "{v:#?}");
+    // Cut before any whole element: an unseen value (a cut body was never
+    // learned here), not a broken invariant (which would be decisive: 1985
+    // learned >= 1/budget).
+    let v = score(&t.model, &mut t.clients, &req(&body.as_bytes()[..12], 1e6 + 2.0)).verdict;
     let cut = v.reasons.iter().find(|r| r.name.ends_with(".request")).unwrap_or_else(|| panic!("{v:#?}"));
     assert_eq!(cut.message(), "unseen value of input 'iris' request");
     // The same bytes as a whole body do not parse where every learned one did.
-    let v = score(&t.model, &mut t.clients, &Request { truncated: false, ts: 1e6 + 1.0, ..req }).verdict;
+    let whole = Request { truncated: false, ..req(&body.as_bytes()[..12], 1e6 + 3.0) };
+    let v = score(&t.model, &mut t.clients, &whole).verdict;
     assert!(v.reasons.iter().any(|r| r.message().contains("does not parse")), "{v:#?}");
 }
 

@@ -610,6 +610,11 @@ impl Clients {
                     chain = f64::from(st.chain);
                 } else if rel >= PERTURBATION {
                     st.chain = 0;
+                } else if st.chain > 0 {
+                    // The same query again (or, of a body cut at the inspect
+                    // limit, the same first bytes while the perturbed part went
+                    // unseen): it is part of the chain but does not extend it.
+                    chain = f64::from(st.chain);
                 }
                 let dmin =
                     (0..n).filter(|i| same(*i)).map(|i| dist(&st.sketches[i], &sk)).fold(f64::INFINITY, f64::min);
@@ -1031,7 +1036,16 @@ mod tests {
             s = c.observe_request("adv", f64::from(i), &ex(0, i as u64, Some((1, sk))));
         }
         assert_eq!(s.chain, 9.0);
+        // The same query again (a body cut at the inspect limit whose perturbed
+        // part went unseen) belongs to the chain without extending it.
+        let mut last = base;
+        last[0] += 9e-3;
+        let s = c.observe_request("adv", 10.0, &ex(0, 9, Some((1, last))));
+        assert_eq!(s.chain, 9.0);
         let s = c.observe_request("adv", 11.0, &ex(0, 99, Some((1, [5.0; SKETCH]))));
+        assert_eq!(s.chain, 0.0);
+        // Outside a chain, a repeated query is no chain.
+        let s = c.observe_request("adv", 12.0, &ex(0, 99, Some((1, [5.0; SKETCH]))));
         assert_eq!(s.chain, 0.0);
     }
 }

@@ -422,6 +422,66 @@ fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
+/// The first bytes of a cut JSON body, closed: everything up to its last
+/// comma outside a string (so the element before it is complete), then the
+/// brackets still open there, closed; and whether the cut fell inside a
+/// tensor's data (an array in an object in an array in the body's object:
+/// `{"inputs": [{"data": [`). `None` when there is no such comma, the
+/// brackets do not pair, or they nest deeper than [`MAX_DEPTH`].
+///
+/// The sidecar inspects only the first `max_inspect_bytes` of a body. A
+/// 224x224x3 image written as JSON numbers is about 1 MB, so without this
+/// such a request was one opaque `truncated` category and no tensor of it
+/// was judged; now its name, datatype, shape and its first values are.
+/// Two linear passes, on cut bodies only (the first finds the comma, the
+/// second the brackets open before it).
+fn close_cut(json: &[u8]) -> Option<(Vec<u8>, bool)> {
+    // Calls `each(index, byte)` for every byte outside strings, up to `end`.
+    fn outside_strings(json: &[u8], mut each: impl FnMut(usize, u8) -> bool) {
+        let (mut in_string, mut escaped) = (false, false);
+        for (i, &b) in json.iter().enumerate() {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+            } else if b == b'"' {
+                in_string = true;
+            } else if !each(i, b) {
+                return;
+            }
+        }
+    }
+    let mut cut = None;
+    outside_strings(json, |i, b| {
+        if b == b',' {
+            cut = Some(i);
+        }
+        true
+    });
+    let cut = cut?;
+    let mut open = Vec::new();
+    let mut paired = true;
+    outside_strings(&json[..cut], |_, b| {
+        match b {
+            b'[' | b'{' => open.push(b),
+            b']' | b'}' => paired = open.pop() == Some(if b == b']' { b'[' } else { b'{' }),
+            _ => {}
+        }
+        paired && open.len() <= MAX_DEPTH
+    });
+    if !paired || open.is_empty() || open.len() > MAX_DEPTH {
+        return None;
+    }
+    let mut closed = Vec::with_capacity(cut + open.len());
+    closed.extend_from_slice(&json[..cut]);
+    closed.extend(open.iter().rev().map(|b| if *b == b'[' { b']' } else { b'}' }));
+    Some((closed, open.starts_with(b"{[{[")))
+}
+
 /// Nesting that sonic-rs is trusted with (serde_json's own recursion limit).
 const MAX_DEPTH: usize = 128;
 
@@ -477,6 +537,24 @@ pub fn extract(
     let mut name = String::with_capacity(64);
     name.push_str(model);
     name.push_str(".request");
+    // A cut body (its JSON part did not all arrive) is read up to its last
+    // complete element: inputs after it did not arrive, and if the cut fell
+    // in a tensor's data, the last input's data ends early.
+    let closed; // the cut JSON, closed
+    let json_cut = truncated && header_len.is_none_or(|n| n > body.len());
+    let mut data_cut = false;
+    let json = if json_cut {
+        closed = close_cut(json);
+        match &closed {
+            Some((c, in_data)) => {
+                data_cut = *in_data;
+                c.as_slice()
+            }
+            None => json,
+        }
+    } else {
+        json
+    };
     let quoted; // the body with NaN and infinities quoted, if it needed that
     let parsed = match parse(json) {
         Some(r) => Some(r),
@@ -504,7 +582,9 @@ pub fn extract(
     sample.push_cat(FieldKind::Tensor, &name, if declared_binary { b"binary" } else { b"json" });
     name.truncate(model.len());
     name.push_str(".inputs");
-    sample.push_num(FieldKind::Tensor, &name, req.inputs.len() as f64);
+    if !json_cut {
+        sample.push_num(FieldKind::Tensor, &name, req.inputs.len() as f64);
+    }
     let mut scratch_name = String::new();
     if let Some(params) = &req.parameters {
         for (k, v) in params.iter().take(32) {
@@ -517,7 +597,8 @@ pub fn extract(
     let mut summary = Summary { inputs: req.inputs.len(), ..Summary::default() };
     let mut nums = Vec::new();
     let mut strs = Vec::new();
-    for input in req.inputs.into_iter().take(32) {
+    let last = req.inputs.len().saturating_sub(1);
+    for (index, input) in req.inputs.into_iter().enumerate().take(32) {
         if sample.fields.len() >= MAX_FIELDS {
             break;
         }
@@ -547,6 +628,7 @@ pub fn extract(
                 nums = f.nums;
                 strs = f.strs;
                 count = f.count;
+                cut = data_cut && index == last && (count as f64) < declared;
                 mismatch |= f.other > 0;
                 if input.datatype == "BYTES" {
                     // Text that happens to read "nan" is text here. (JSON numbers
@@ -592,7 +674,9 @@ pub fn extract(
         let shape_key = shape_key(&input.shape);
         sample.push_cat(FieldKind::Tensor, &name, shape_key.as_bytes());
         put(sample, &mut name, ".batch", input.shape.first().copied().unwrap_or(0.0));
-        put(sample, &mut name, ".elements", count as f64);
+        // Of a cut input, the count it declares (what arrived depends on
+        // how its numbers were written).
+        put(sample, &mut name, ".elements", if cut { declared } else { count as f64 });
         put(sample, &mut name, ".mismatch", f64::from(u8::from(mismatch)));
         if let Some(params) = &input.parameters {
             for (k, v) in params.iter().filter(|(k, _)| k.as_str() != "binary_data_size").take(16) {
@@ -804,6 +888,51 @@ mod tests {
                 .expect("oip");
             assert_eq!(get(&s, "m/x.mismatch"), Some(mismatch), "truncated: {truncated}");
         }
+    }
+
+    #[test]
+    fn a_cut_body_is_closed_after_its_last_whole_element() {
+        let close = |s: &str| close_cut(s.as_bytes()).map(|(c, data)| (String::from_utf8(c).expect("utf-8"), data));
+        assert_eq!(
+            close(r#"{"inputs": [{"name": "x", "shape": [1, 4], "data": [[1.5, 2.25], [3.0, 4."#),
+            Some((r#"{"inputs": [{"name": "x", "shape": [1, 4], "data": [[1.5, 2.25], [3.0]]}]}"#.into(), true))
+        );
+        // Commas and brackets inside strings (escaped quotes too) are text.
+        assert_eq!(
+            close(r#"{"id": "a\",[{b", "inputs": [{"name": "x,[y"#),
+            Some((r#"{"id": "a\",[{b"}"#.into(), false))
+        );
+        assert_eq!(close(r#"{"inputs": [{"name"#), None, "no whole element");
+        assert_eq!(close(r#"]}, 1, [2"#), None, "brackets that do not pair");
+        let deep = format!("{}1, 2", "[".repeat(MAX_DEPTH + 1));
+        assert_eq!(close(&deep), None, "deeper than sonic-rs is trusted with");
+    }
+
+    #[test]
+    fn a_cut_json_body_is_judged_on_the_elements_that_arrived() {
+        let body = br#"{"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["hi"]}, {"name": "x", "shape": [1, 6], "datatype": "FP32", "data": [1.5, NaN, 3.0, 4.2"#;
+        for (truncated, judged) in [(true, true), (false, false)] {
+            let mut s = crate::score::empty_sample();
+            extract(body, None, truncated, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+            let request = s.fields.iter().find(|f| s.name(f) == "m.request").expect("request category");
+            let as_json = request.hash == crate::features::fnv1a(b"json");
+            assert_eq!(as_json, judged, "truncated: {truncated}");
+            if judged {
+                // The last input ends early without being short; the number of
+                // inputs is not known (more may follow).
+                assert_eq!(get(&s, "m/x.mismatch"), Some(0.0));
+                assert_eq!(get(&s, "m/x.elements"), Some(6.0));
+                assert_eq!(get(&s, "m/x.nonfinite"), Some(1.0));
+                assert_eq!(get(&s, "m/x.max"), Some(3.0));
+                assert_eq!(get(&s, "m/t.mismatch"), Some(0.0));
+                assert!(fields(&s).iter().all(|(n, _)| n != "m.inputs"), "{:?}", fields(&s));
+            }
+        }
+        // Data that ends inside the prefix is short, cut or not.
+        let short = br#"{"inputs": [{"name": "x", "shape": [1, 6], "datatype": "FP32", "data": [1.5, 3.0]}], "parameters": {"a": 1, "b"#;
+        let mut s = crate::score::empty_sample();
+        extract(short, None, true, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        assert_eq!(get(&s, "m/x.mismatch"), Some(1.0));
     }
 
     #[test]

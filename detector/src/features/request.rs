@@ -251,6 +251,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     let mut encoding = None;
     let mut header_bytes = 0usize;
     let mut oip_header_len = None;
+    let mut declared_len = None;
     let mut credential = None;
     for (i, (name, value)) in req.headers.iter().enumerate() {
         header_bytes += name.len() + value.len() + 4;
@@ -269,6 +270,8 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
             ct = value;
         } else if lname == "content-encoding" {
             encoding = Some(*value);
+        } else if lname == "content-length" {
+            declared_len = value.trim().parse::<usize>().ok();
         } else if lname == "inference-header-content-length" {
             oip_header_len = value.trim().parse::<usize>().ok();
         } else if matches!(lname, "authorization" | "cookie" | "x-api-key" | "api-key") && credential.is_none() {
@@ -332,7 +335,8 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     v[0] = ln1p(req.uri.len());
     v[1] = ln1p(query.len());
     v[2] = nq as f64;
-    v[3] = ln1p(body.len());
+    // A cut body is as long as it says it is.
+    v[3] = ln1p(if truncated { body.len().max(declared_len.unwrap_or(0)) } else { body.len() });
     v[4] = entropy;
     v[5] = nonprint;
     v[6] = if req.uri.is_empty() {

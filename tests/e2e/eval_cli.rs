@@ -136,3 +136,38 @@ fn eval_refuses_an_unknown_snapshot_version() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("version 7 is not supported"), "{err}");
 }
+
+#[test]
+fn eval_judges_the_body_prefix_a_sidecar_inspects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (train, test) = write_files(dir.path());
+    // Out-of-range second elements from known clients, each first element ordinary.
+    let body = |first: u32| {
+        format!(
+            r#"{{\"inputs\":[{{\"name\":\"x\",\"shape\":[1,2],\"datatype\":\"FP32\",\"data\":[{first}.5,4000.25]}}]}}"#
+        )
+    };
+    let mut text = std::fs::read_to_string(&test).expect("read");
+    for i in 0..40 {
+        let _ = writeln!(
+            text,
+            r#"{{"ts":{},"client":"10.0.0.{}","method":"POST","uri":"/v2/models/m/infer","headers":[["content-type","application/json"]],"body":"{}","label":"attack","scenario":"range"}}"#,
+            60.0 + f64::from(i),
+            i % 20,
+            body(i % 5)
+        );
+    }
+    std::fs::write(&test, text).expect("write");
+    let detected = |extra: &[&str]| {
+        let out = run(&[&["eval", "--train", &train, "--test", &test], extra].concat());
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["scenarios"]["range"]["detected"].as_f64().expect("detected")
+    };
+    assert!(detected(&[]) > 0.9);
+    // A sidecar inspecting only the bytes before the second element judges the
+    // first (ordinary) one, as eval does with the same limit.
+    let unescaped = body(0).replace('\\', "");
+    let second = unescaped.find("4000").expect("second element");
+    assert!(detected(&["--max-inspect-bytes", &(second + 2).to_string()]) < 0.1);
+}

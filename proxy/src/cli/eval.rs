@@ -18,6 +18,7 @@ use meshward_detector::{metrics, score, Clients, Config, Learner, Model, RawConf
 use serde_json::{json, Value};
 
 use crate::dataset::{read_records, Label, RecordRef};
+use crate::detect::config::{DEFAULT_MAX_INSPECT_BYTES, MAX_INSPECT_BYTES};
 
 /// Arguments of `meshward eval`.
 #[derive(Debug, clap::Args)]
@@ -52,6 +53,11 @@ pub struct EvalArgs {
     /// test request is judged by the model trained or loaded before it.
     #[arg(long)]
     pub freeze: bool,
+    /// Judge only the first N bytes of each body, as a sidecar with the same
+    /// `detector.max_inspect_bytes` does (the rest of a longer body is not inspected).
+    #[arg(long, default_value_t = DEFAULT_MAX_INSPECT_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_INSPECT_BYTES))]
+    pub max_inspect_bytes: u64,
     /// Write one JSON line per test request, in order: `{"line", "client", "score", "band"}`
     /// (compare with the `score` of a sidecar's `detector.record` file).
     #[arg(long)]
@@ -70,20 +76,24 @@ struct Replay {
     clients: Clients,
     /// Learn from each request after scoring it (off with --freeze in the test phase).
     learn: bool,
+    /// Body bytes inspected (the sidecar's `detector.max_inspect_bytes`).
+    max_inspect_bytes: usize,
 }
 
 impl Replay {
     /// Score one record, learn from it unless flagged, feed its response.
     fn step(&mut self, r: &RecordRef<'_>) -> meshward_detector::Verdict {
         let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (&*n.0, &*v.0)).collect();
+        // The sidecar's cut: a body past the limit is judged on its first bytes.
+        let inspected = &r.body[..r.body.len().min(self.max_inspect_bytes)];
         let req = Request {
             method: &r.method,
             uri: &r.uri,
             headers: &headers,
-            body: &r.body,
+            body: inspected,
             client: &r.client,
             ts: r.ts,
-            truncated: r.body_truncated,
+            truncated: r.body_truncated || inspected.len() < r.body.len(),
         };
         let scored = score(&self.model, &mut self.clients, &req);
         if self.learn {
@@ -155,7 +165,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     if args.train.is_none() && args.load_model.is_none() {
         bail!("nothing to learn from: give --train or --load-model");
     }
-    let mut replay = Replay { model, learner, clients: Clients::new(cfg.max_clients), learn: true };
+    let mut replay = Replay {
+        model,
+        learner,
+        clients: Clients::new(cfg.max_clients),
+        learn: true,
+        max_inspect_bytes: usize::try_from(args.max_inspect_bytes).unwrap_or(usize::MAX),
+    };
 
     let mut skipped = 0;
     let mut train_requests = 0u64;

@@ -57,6 +57,12 @@ pub enum ClientKey {
     Ip,
 }
 
+/// Body bytes the sidecar inspects by default (`detector.max_inspect_bytes`;
+/// `meshward eval --max-inspect-bytes` replays with the same).
+pub const DEFAULT_MAX_INSPECT_BYTES: usize = 64 * 1024;
+/// Most body bytes that may be inspected (the configuration's upper bound).
+pub const MAX_INSPECT_BYTES: u64 = 16 << 20;
+
 /// The checked `detector:` section.
 #[derive(Debug, Clone)]
 pub struct DetectorConfig {
@@ -97,7 +103,7 @@ impl Default for DetectorConfig {
         DetectorConfig {
             enabled: true,
             client_key: vec![ClientKey::Jwt, ClientKey::Peer, ClientKey::Ip],
-            max_inspect_bytes: 64 * 1024,
+            max_inspect_bytes: DEFAULT_MAX_INSPECT_BYTES,
             inspect_wait: Duration::from_millis(100),
             max_concurrent: 256,
             learn_queue: 4096,
@@ -163,7 +169,7 @@ impl TryFrom<RawDetector> for DetectorConfig {
                 raw.max_inspect_bytes,
                 d.max_inspect_bytes,
                 0,
-                16 << 20,
+                MAX_INSPECT_BYTES,
             )?,
             inspect_wait,
             max_concurrent: bounded("detector.max_concurrent", raw.max_concurrent, d.max_concurrent, 1, 1_000_000)?,

@@ -8,6 +8,7 @@
 //! [`Sample`] the caller may hand back to learning.
 
 pub mod client;
+pub mod cut;
 pub mod encoding;
 pub mod oip;
 pub mod params;

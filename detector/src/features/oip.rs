@@ -422,68 +422,8 @@ fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
-/// The first bytes of a cut JSON body, closed: everything up to its last
-/// comma outside a string (so the element before it is complete), then the
-/// brackets still open there, closed; and whether the cut fell inside a
-/// tensor's data (an array in an object in an array in the body's object:
-/// `{"inputs": [{"data": [`). `None` when there is no such comma, the
-/// brackets do not pair, or they nest deeper than [`MAX_DEPTH`].
-///
-/// The sidecar inspects only the first `max_inspect_bytes` of a body. A
-/// 224x224x3 image written as JSON numbers is about 1 MB, so without this
-/// such a request was one opaque `truncated` category and no tensor of it
-/// was judged; now its name, datatype, shape and its first values are.
-/// Two linear passes, on cut bodies only (the first finds the comma, the
-/// second the brackets open before it).
-fn close_cut(json: &[u8]) -> Option<(Vec<u8>, bool)> {
-    // Calls `each(index, byte)` for every byte outside strings, up to `end`.
-    fn outside_strings(json: &[u8], mut each: impl FnMut(usize, u8) -> bool) {
-        let (mut in_string, mut escaped) = (false, false);
-        for (i, &b) in json.iter().enumerate() {
-            if in_string {
-                if escaped {
-                    escaped = false;
-                } else if b == b'\\' {
-                    escaped = true;
-                } else if b == b'"' {
-                    in_string = false;
-                }
-            } else if b == b'"' {
-                in_string = true;
-            } else if !each(i, b) {
-                return;
-            }
-        }
-    }
-    let mut cut = None;
-    outside_strings(json, |i, b| {
-        if b == b',' {
-            cut = Some(i);
-        }
-        true
-    });
-    let cut = cut?;
-    let mut open = Vec::new();
-    let mut paired = true;
-    outside_strings(&json[..cut], |_, b| {
-        match b {
-            b'[' | b'{' => open.push(b),
-            b']' | b'}' => paired = open.pop() == Some(if b == b']' { b'[' } else { b'{' }),
-            _ => {}
-        }
-        paired && open.len() <= MAX_DEPTH
-    });
-    if !paired || open.is_empty() || open.len() > MAX_DEPTH {
-        return None;
-    }
-    let mut closed = Vec::with_capacity(cut + open.len());
-    closed.extend_from_slice(&json[..cut]);
-    closed.extend(open.iter().rev().map(|b| if *b == b'[' { b']' } else { b'}' }));
-    Some((closed, open.starts_with(b"{[{[")))
-}
-
 /// Nesting that sonic-rs is trusted with (serde_json's own recursion limit).
-const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// Parses the JSON part of an OIP request; `None` if it is not one.
 ///
@@ -544,11 +484,13 @@ pub fn extract(
     let json_cut = truncated && header_len.is_none_or(|n| n > body.len());
     let mut data_cut = false;
     let json = if json_cut {
-        closed = close_cut(json);
+        closed = super::cut::close(json);
         match &closed {
-            Some((c, in_data)) => {
-                data_cut = *in_data;
-                c.as_slice()
+            Some(c) => {
+                // The cut fell in a tensor's data: an array in an object in
+                // an array in the body's object (`{"inputs": [{"data": [`).
+                data_cut = c.open.starts_with(b"{[{[");
+                c.json.as_slice()
             }
             None => json,
         }
@@ -888,24 +830,6 @@ mod tests {
                 .expect("oip");
             assert_eq!(get(&s, "m/x.mismatch"), Some(mismatch), "truncated: {truncated}");
         }
-    }
-
-    #[test]
-    fn a_cut_body_is_closed_after_its_last_whole_element() {
-        let close = |s: &str| close_cut(s.as_bytes()).map(|(c, data)| (String::from_utf8(c).expect("utf-8"), data));
-        assert_eq!(
-            close(r#"{"inputs": [{"name": "x", "shape": [1, 4], "data": [[1.5, 2.25], [3.0, 4."#),
-            Some((r#"{"inputs": [{"name": "x", "shape": [1, 4], "data": [[1.5, 2.25], [3.0]]}]}"#.into(), true))
-        );
-        // Commas and brackets inside strings (escaped quotes too) are text.
-        assert_eq!(
-            close(r#"{"id": "a\",[{b", "inputs": [{"name": "x,[y"#),
-            Some((r#"{"id": "a\",[{b"}"#.into(), false))
-        );
-        assert_eq!(close(r#"{"inputs": [{"name"#), None, "no whole element");
-        assert_eq!(close(r#"]}, 1, [2"#), None, "brackets that do not pair");
-        let deep = format!("{}1, 2", "[".repeat(MAX_DEPTH + 1));
-        assert_eq!(close(&deep), None, "deeper than sonic-rs is trusted with");
     }
 
     #[test]

@@ -51,12 +51,15 @@ pub fn urlencoded(
 
 /// Top-level keys of a JSON object body (and one level of nested objects as
 /// `outer.inner`, array elements as `key[]`); returns the number of keys.
-/// A body that is not a JSON object yields no fields.
-pub fn json_top_level(body: &[u8], sample: &mut Sample, stats: &mut ValueStats) -> usize {
+/// A body that is not a JSON object yields no fields; a `truncated` one (the
+/// first bytes of a longer body) is read up to its last whole element.
+pub fn json_top_level(body: &[u8], truncated: bool, sample: &mut Sample, stats: &mut ValueStats) -> usize {
     if body.len() > MAX_JSON_BODY {
         return 0;
     }
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
+    let closed = if truncated { super::cut::close(body) } else { None };
+    let json = closed.as_ref().map_or(body, |c| c.json.as_slice());
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(json) else {
         return 0;
     };
     let mut name = String::new();
@@ -151,14 +154,23 @@ mod tests {
     fn json_keys_nest_one_level() {
         let mut s = crate::score::empty_sample();
         let mut st = ValueStats::default();
-        let n = json_top_level(br#"{"a": 5, "b": {"c": "x<y"}, "d": [1, 2]}"#, &mut s, &mut st);
+        let n = json_top_level(br#"{"a": 5, "b": {"c": "x<y"}, "d": [1, 2]}"#, false, &mut s, &mut st);
         assert_eq!(n, 3);
         let ns = names(&s);
         assert!(ns.contains(&"a".to_string()));
         assert!(ns.contains(&"b.c".to_string()));
         assert!(ns.contains(&"d[]".to_string()));
         assert_eq!(s.fields[0].num, Some(5.0));
-        assert_eq!(json_top_level(b"[1,2]", &mut s, &mut st), 0);
-        assert_eq!(json_top_level(b"{not json", &mut s, &mut st), 0);
+        assert_eq!(json_top_level(b"[1,2]", false, &mut s, &mut st), 0);
+        assert_eq!(json_top_level(b"{not json", false, &mut s, &mut st), 0);
+    }
+
+    #[test]
+    fn a_cut_json_body_gives_the_fields_that_arrived() {
+        let body = br#"{"model": "m", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hel"#;
+        let mut s = crate::score::empty_sample();
+        assert_eq!(json_top_level(body, false, &mut s, &mut ValueStats::default()), 0);
+        assert_eq!(json_top_level(body, true, &mut s, &mut ValueStats::default()), 2);
+        assert!(names(&s).contains(&"model".to_string()) && names(&s).contains(&"messages[]".to_string()));
     }
 }

@@ -326,7 +326,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
                 false
             };
             if !done {
-                body_fields = params::json_top_level(body, sample, &mut stats);
+                body_fields = params::json_top_level(body, truncated, sample, &mut stats);
             }
         }
     }

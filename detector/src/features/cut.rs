@@ -14,8 +14,11 @@ pub struct Closed {
 
 /// The first bytes of a cut JSON body, closed: everything up to its last
 /// comma outside a string (so the element before it is complete), then the
-/// brackets still open there, closed. `None` when there is no such comma,
-/// the brackets do not pair, or they nest deeper than [`MAX_DEPTH`].
+/// brackets still open there, closed. `None` when the body's value is
+/// already whole in these bytes (whitespace padding may follow: the caller
+/// parses them as they are, and so sees the last value too), when there is
+/// no such comma, the brackets do not pair, or they nest deeper than
+/// [`MAX_DEPTH`].
 ///
 /// The sidecar inspects only the first `max_inspect_bytes` of a body. A
 /// 224x224x3 image written as JSON numbers is about 1 MB, so without this
@@ -43,13 +46,22 @@ pub fn close(json: &[u8]) -> Option<Closed> {
             }
         }
     }
-    let mut cut = None;
+    let (mut cut, mut depth, mut whole) = (None, 0usize, false);
     outside_strings(json, |i, b| {
-        if b == b',' {
-            cut = Some(i);
+        match b {
+            b',' => cut = Some(i),
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                whole = depth == 0;
+            }
+            _ => {}
         }
-        true
+        !whole
     });
+    if whole {
+        return None;
+    }
     let cut = cut?;
     let mut open = Vec::new();
     let mut paired = true;
@@ -90,6 +102,7 @@ mod tests {
             Some((r#"{"id": "a\",[{b"}"#.into(), b"{".to_vec()))
         );
         assert_eq!(close(r#"{"inputs": [{"name"#), None, "no whole element");
+        assert_eq!(close(&format!("{}{}", r#"{"data": [1, NaN]}"#, " ".repeat(64))), None, "whole, then padding");
         assert_eq!(close(r#"]}, 1, [2"#), None, "brackets that do not pair");
         let deep = format!("{}1, 2", "[".repeat(MAX_DEPTH + 1));
         assert_eq!(close(&deep), None, "deeper than sonic-rs is trusted with");

@@ -479,24 +479,13 @@ pub fn extract(
     name.push_str(".request");
     // A cut body (its JSON part did not all arrive) is read up to its last
     // complete element: inputs after it did not arrive, and if the cut fell
-    // in a tensor's data, the last input's data ends early.
-    let closed; // the cut JSON, closed
-    let json_cut = truncated && header_len.is_none_or(|n| n > body.len());
-    let mut data_cut = false;
-    let json = if json_cut {
-        closed = super::cut::close(json);
-        match &closed {
-            Some(c) => {
-                // The cut fell in a tensor's data: an array in an object in
-                // an array in the body's object (`{"inputs": [{"data": [`).
-                data_cut = c.open.starts_with(b"{[{[");
-                c.json.as_slice()
-            }
-            None => json,
-        }
-    } else {
-        json
-    };
+    // inside an input (an object in an array in the body's object:
+    // `{"inputs": [{`), the last input's data may be short or missing.
+    let maybe_cut = truncated && header_len.is_none_or(|n| n > body.len());
+    let closed = if maybe_cut { super::cut::close(json) } else { None };
+    let json_cut = closed.is_some();
+    let in_last_input = closed.as_ref().is_some_and(|c| c.open.starts_with(b"{[{"));
+    let json = closed.as_ref().map_or(json, |c| c.json.as_slice());
     let quoted; // the body with NaN and infinities quoted, if it needed that
     let parsed = match parse(json) {
         Some(r) => Some(r),
@@ -563,14 +552,14 @@ pub fn extract(
         let bin_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64);
         let mut count = 0usize;
         let mut mismatch = bad_shape;
-        // The body's end did not arrive within this input's binary data.
-        let mut cut = false;
+        // The body ended (at the inspect limit) within this input's data.
+        let cut;
         match (input.data, bin_size) {
             (Some(f), _) => {
                 nums = f.nums;
                 strs = f.strs;
                 count = f.count;
-                cut = data_cut && index == last && (count as f64) < declared;
+                cut = in_last_input && index == last && (count as f64) < declared;
                 mismatch |= f.other > 0;
                 if input.datatype == "BYTES" {
                     // Text that happens to read "nan" is text here. (JSON numbers
@@ -599,7 +588,11 @@ pub fn extract(
                     mismatch |= !cut && dtype_size(&input.datatype).is_none_or(|s| mine.len() % s != 0);
                 }
             }
-            (None, None) => mismatch = true,
+            // Data the cut kept from arriving is not missing.
+            (None, None) => {
+                cut = in_last_input && index == last;
+                mismatch |= !cut;
+            }
         }
         mismatch |= declared != count as f64 && !cut;
         summary.elements += count;
@@ -857,6 +850,20 @@ mod tests {
         let mut s = crate::score::empty_sample();
         extract(short, None, true, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
         assert_eq!(get(&s, "m/x.mismatch"), Some(1.0));
+        // Cut before the data's first comma: the data did not arrive, it is
+        // not missing.
+        let early = br#"{"inputs": [{"name": "x", "shape": [1, 6], "datatype": "FP32", "data": [1.5"#;
+        let mut s = crate::score::empty_sample();
+        extract(early, None, true, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        assert_eq!(get(&s, "m/x.mismatch"), Some(0.0));
+        // A whole body padded past the limit: its last value is read.
+        let mut padded =
+            br#"{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1.5, 3.0, NaN]}]}"#.to_vec();
+        padded.resize(padded.len() + 4096, b' ');
+        let mut s = crate::score::empty_sample();
+        extract(&padded, None, true, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        assert_eq!(get(&s, "m/x.nonfinite"), Some(1.0));
+        assert_eq!(get(&s, "m/x.mismatch"), Some(0.0));
     }
 
     #[test]

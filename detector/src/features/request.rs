@@ -296,6 +296,7 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     // A compressed body is scored as the model server reads it (see `encoding`).
     let mut inflated = Vec::new();
     let inflate = encoding.and_then(|e| super::encoding::inflate(e, req.body, req.truncated, &mut inflated));
+    let inflated_body = inflate.is_some();
     let (body, truncated) = match inflate {
         Some(cut) => (&inflated[..], cut),
         None => (req.body, req.truncated),
@@ -335,8 +336,10 @@ pub fn extract(req: &Request<'_>, ranges: &dyn oip::InputRanges, sample: &mut Sa
     v[0] = ln1p(req.uri.len());
     v[1] = ln1p(query.len());
     v[2] = nq as f64;
-    // A cut body is as long as it says it is.
-    v[3] = ln1p(if truncated { body.len().max(declared_len.unwrap_or(0)) } else { body.len() });
+    // A cut body is as long as it says it is (a compressed one's length is
+    // that of its compressed bytes: the inflated prefix is measured).
+    let declared_len = declared_len.filter(|_| truncated && !inflated_body).unwrap_or(0);
+    v[3] = ln1p(body.len().max(declared_len));
     v[4] = entropy;
     v[5] = nonprint;
     v[6] = if req.uri.is_empty() {

@@ -553,20 +553,21 @@ async fn a_rate_limit_action_slows_the_client_to_the_reduced_rate() {
     assert_eq!(s, 200, "other clients are not slowed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nan_as_python_writes_it_is_blocked_once_1_over_budget_learned_calls_had_none() {
+/// A sidecar at a 0.5% budget, warmed up (the 300 warm-up calls without NaN
+/// are more than 1/budget, 200, which settles the invariant) with bodies cut
+/// at `limit` if given. An ordinary call with its second value NaN as
+/// Python's json.dumps writes it (the model server reads it), padded in its
+/// id to the same length, is blocked; the ordinary call, from another new
+/// client, passes.
+async fn a_nan_is_blocked_and_the_ordinary_call_passes(limit: Option<usize>) {
     let pki = Pki::new();
     let app = EchoApp::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("guard.yaml"), anomaly_policy(false)).expect("policy");
-    // A 0.5% budget: the 300 warm-up calls without NaN are more than
-    // 1/budget (200), which settles the invariant.
-    let (p, inbound) = sidecar_tuned(&pki, app.addr, dir.path(), ", fp_budget: 0.005", "", "");
+    let extra = limit.map(|n| format!(", max_inspect_bytes: {n}")).unwrap_or_default();
+    let (p, inbound) = sidecar_tuned(&pki, app.addr, dir.path(), ", fp_budget: 0.005", &extra, "");
     let normals: Vec<Http> = (2..=6).map(client_from).collect();
     let sent = warm_up(&p, inbound, &normals).await;
-    // An ordinary call, and the same call with its second value NaN as
-    // Python's json.dumps writes it (the model server reads it), padded in
-    // its id to the same length.
     let normal = normal_body(sent + 1);
     let start = normal.find("\"data\":[").expect("data") + 8;
     let second = start + normal[start..].find(',').expect("a second value") + 1;
@@ -575,40 +576,26 @@ async fn a_nan_as_python_writes_it_is_blocked_once_1_over_budget_learned_calls_h
     let nan =
         format!("{}NaN{}", &normal[..second], &normal[end..]).replacen("\"id\":\"", &format!("\"id\":\"{pad}"), 1);
     assert_eq!(nan.len(), normal.len(), "{nan}");
+    if let Some(n) = limit {
+        assert!(nan.len() > n && second + pad.len() + 4 <= n, "the NaN and its comma are inspected: {nan}");
+    }
     let (s, code) = infer(&client_from(11), inbound, nan).await;
     let decisions = admin_get(p.admin, "/detector/decisions").unwrap_or_default().1;
     assert_eq!((s, code.as_str()), (403, "anomaly_blocked"), "{decisions}");
     assert!(decisions.contains("1 NaN/Inf values in input 'fraud/features' (none in"), "{decisions}");
-    // The ordinary call, from another new client, passes.
     let (s, _) = infer(&client_from(12), inbound, normal).await;
     assert_eq!(s, 200, "{}", admin_get(p.admin, "/detector/decisions").unwrap_or_default().1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nan_as_python_writes_it_is_blocked_once_1_over_budget_learned_calls_had_none() {
+    a_nan_is_blocked_and_the_ordinary_call_passes(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_past_the_inspect_limit_is_judged_on_the_values_that_arrived() {
-    let pki = Pki::new();
-    let app = EchoApp::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("guard.yaml"), anomaly_policy(false)).expect("policy");
-    // An inspect limit that cuts every call inside its data, after the first
-    // two values (a large image meets the default 64 KiB the same way).
+    // A limit that cuts every call inside its data, after the first two
+    // values (a large image meets the default 64 KiB the same way).
     let limit = normal_body(0).find("\"data\":[").expect("data") + 8 + 20;
-    let extra = format!(", max_inspect_bytes: {limit}");
-    let (p, inbound) = sidecar_tuned(&pki, app.addr, dir.path(), ", fp_budget: 0.005", &extra, "");
-    let normals: Vec<Http> = (2..=6).map(client_from).collect();
-    let sent = warm_up(&p, inbound, &normals).await;
-    // The second value NaN, within the inspected bytes.
-    let normal = normal_body(sent + 1);
-    let start = normal.find("\"data\":[").expect("data") + 8;
-    let second = start + normal[start..].find(',').expect("a second value") + 1;
-    let end = second + normal[second..].find(',').expect("a third value");
-    let nan = format!("{}NaN{}", &normal[..second], &normal[end..]);
-    assert!(nan.len() > limit && second + 4 <= limit, "{nan}");
-    let (s, code) = infer(&client_from(11), inbound, nan).await;
-    let decisions = admin_get(p.admin, "/detector/decisions").unwrap_or_default().1;
-    assert_eq!((s, code.as_str()), (403, "anomaly_blocked"), "{decisions}");
-    assert!(decisions.contains("1 NaN/Inf values in input 'fraud/features' (none in"), "{decisions}");
-    // The ordinary call, cut the same way, passes.
-    let (s, _) = infer(&client_from(12), inbound, normal).await;
-    assert_eq!(s, 200, "{}", admin_get(p.admin, "/detector/decisions").unwrap_or_default().1);
+    a_nan_is_blocked_and_the_ordinary_call_passes(Some(limit)).await;
 }

@@ -765,6 +765,13 @@ mod tests {
         fields(s).into_iter().find(|(n, _)| n == name).and_then(|(_, v)| v)
     }
 
+    /// The sample of a JSON inference body to model `m`, nothing learned.
+    fn extracted(body: &[u8], truncated: bool) -> Sample {
+        let mut s = crate::score::empty_sample();
+        extract(body, None, truncated, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        s
+    }
+
     #[test]
     fn json_inputs_become_stats() {
         let body = br#"{"parameters": {"priority": 1}, "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]}]}"#;
@@ -784,12 +791,10 @@ mod tests {
     #[test]
     fn shape_mismatch_and_bad_shapes_are_seen() {
         let body = br#"{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2]}]}"#;
-        let mut s = crate::score::empty_sample();
-        extract(body, None, false, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        let s = extracted(body, false);
         assert_eq!(get(&s, "m/x.mismatch"), Some(1.0));
         let body = br#"{"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": []}]}"#;
-        let mut s = crate::score::empty_sample();
-        extract(body, None, false, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        let s = extracted(body, false);
         assert_eq!(get(&s, "m/x.mismatch"), Some(1.0));
     }
 
@@ -829,8 +834,7 @@ mod tests {
     fn a_cut_json_body_is_judged_on_the_elements_that_arrived() {
         let body = br#"{"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["hi"]}, {"name": "x", "shape": [1, 6], "datatype": "FP32", "data": [1.5, NaN, 3.0, 4.2"#;
         for (truncated, judged) in [(true, true), (false, false)] {
-            let mut s = crate::score::empty_sample();
-            extract(body, None, truncated, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+            let s = extracted(body, truncated);
             let request = s.fields.iter().find(|f| s.name(f) == "m.request").expect("request category");
             let as_json = request.hash == crate::features::fnv1a(b"json");
             assert_eq!(as_json, judged, "truncated: {truncated}");
@@ -847,21 +851,18 @@ mod tests {
         }
         // Data that ends inside the prefix is short, cut or not.
         let short = br#"{"inputs": [{"name": "x", "shape": [1, 6], "datatype": "FP32", "data": [1.5, 3.0]}], "parameters": {"a": 1, "b"#;
-        let mut s = crate::score::empty_sample();
-        extract(short, None, true, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        let s = extracted(short, true);
         assert_eq!(get(&s, "m/x.mismatch"), Some(1.0));
         // Cut before the data's first comma: the data did not arrive, it is
         // not missing.
         let early = br#"{"inputs": [{"name": "x", "shape": [1, 6], "datatype": "FP32", "data": [1.5"#;
-        let mut s = crate::score::empty_sample();
-        extract(early, None, true, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        let s = extracted(early, true);
         assert_eq!(get(&s, "m/x.mismatch"), Some(0.0));
         // A whole body padded past the limit: its last value is read.
         let mut padded =
             br#"{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1.5, 3.0, NaN]}]}"#.to_vec();
         padded.resize(padded.len() + 4096, b' ');
-        let mut s = crate::score::empty_sample();
-        extract(&padded, None, true, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        let s = extracted(&padded, true);
         assert_eq!(get(&s, "m/x.nonfinite"), Some(1.0));
         assert_eq!(get(&s, "m/x.mismatch"), Some(0.0));
     }
@@ -887,8 +888,7 @@ mod tests {
             let n = data.matches(',').count() + 1;
             let body =
                 format!(r#"{{"inputs": [{{"name": "x", "shape": [{n}], "datatype": "FP32", "data": {data}}}]}}"#);
-            let mut s = crate::score::empty_sample();
-            extract(body.as_bytes(), None, false, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+            let s = extracted(body.as_bytes(), false);
             assert_eq!(get(&s, "m/x.nonfinite"), Some(nonfinite), "{data}: {:?}", fields(&s));
             assert_eq!(get(&s, "m/x.mismatch"), Some(0.0), "{data}");
             assert_eq!(get(&s, "m/x.elements"), Some(n as f64), "{data}");
@@ -900,8 +900,7 @@ mod tests {
         }
         // In a BYTES input the same words are text; in strings they are left alone.
         let body = br#"{"parameters": {"note": "NaN"}, "inputs": [{"name": "t", "shape": [2], "datatype": "BYTES", "data": ["nan", "Infinity"]}, {"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}, {"name": "u", "shape": [2], "datatype": "BYTES", "data": [1, "nan"]}]}"#;
-        let mut s = crate::score::empty_sample();
-        extract(body, None, false, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+        let s = extracted(body, false);
         assert_eq!(get(&s, "m/x.nonfinite"), Some(1.0));
         assert_eq!(get(&s, "m/t.nonfinite"), None, "{:?}", fields(&s));
         assert_eq!(get(&s, "m/u.nonfinite"), Some(0.0), "{:?}", fields(&s));
@@ -986,8 +985,7 @@ mod tests {
             flat.join(",")
         );
         let read = |body: &str| {
-            let mut s = crate::score::empty_sample();
-            extract(body.as_bytes(), None, false, "m", &NoRanges, &mut s, &mut ValueStats::default()).expect("oip");
+            let s = extracted(body.as_bytes(), false);
             fields(&s)
         };
         let (a, b) = (read(&many), read(&few));
